@@ -1,0 +1,19 @@
+//! The ledger: Charter's key-value store and the entries that carry its
+//! changes through consensus.
+//!
+//! - [`kv`]: named maps of byte keys and values, transactions with read and
+//!   write sets, optimistic concurrency against the newest state (committed
+//!   plus appended-but-uncommitted).
+//! - [`entry`]: the deterministic binary encoding of a ledger entry (what
+//!   travels in the Raft log and what an auditor parses).
+//! - [`txid`]: transaction ids, `<view>.<seqno>`.
+//!
+//! This crate does no I/O and knows nothing of Raft, JS or HTTP.
+
+pub mod entry;
+pub mod kv;
+pub mod txid;
+
+pub use entry::{EntryError, EntryKind, LedgerEntry};
+pub use kv::{CommitError, MapWrites, PendingId, Store, Tx, Version, WriteSet};
+pub use txid::TxId;

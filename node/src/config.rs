@@ -1,0 +1,129 @@
+//! The node's TOML configuration file.
+//!
+//! ```toml
+//! data_dir = "workspace/node0"            # RocksDB, keys, certificates
+//! rpc_address = "127.0.0.1:8000"          # HTTPS for users, members, operators
+//! node_address = "127.0.0.1:8100"         # mutual-TLS channel between nodes
+//! service_cert = "workspace/service_cert.pem"  # start: written here; join: read from here
+//! app = "samples/logging"                 # app bundle directory (or --app)
+//! initial_users = ["workspace/user0_cert.pem"]  # start only: users of the new service
+//! initial_members = []                    # start only
+//! join_target = "127.0.0.1:8000"          # join only: rpc address of any node of the service
+//! max_body_bytes = 1048576
+//! js_workers = 2
+//! ```
+//!
+//! Relative paths are relative to the directory the node was started in.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub rpc_address: SocketAddr,
+    pub node_address: SocketAddr,
+    pub service_cert: PathBuf,
+    #[serde(default)]
+    pub app: Option<PathBuf>,
+    #[serde(default)]
+    pub initial_users: Vec<PathBuf>,
+    #[serde(default)]
+    pub initial_members: Vec<PathBuf>,
+    #[serde(default)]
+    pub join_target: Option<String>,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_js_workers")]
+    pub js_workers: usize,
+    #[serde(default)]
+    pub raft: RaftTimings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTimings {
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_min_ms")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max_ms")]
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat_ms: default_heartbeat_ms(),
+            election_timeout_min_ms: default_election_min_ms(),
+            election_timeout_max_ms: default_election_max_ms(),
+        }
+    }
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_js_workers() -> usize {
+    2
+}
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_election_min_ms() -> u64 {
+    1000
+}
+fn default_election_max_ms() -> u64 {
+    2000
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let config: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.rpc_address == self.node_address {
+            bail!("rpc_address and node_address must differ (both are {})", self.rpc_address);
+        }
+        if self.js_workers == 0 {
+            bail!("js_workers must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            bail!("max_body_bytes must be at least 1");
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms || r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            bail!("raft timings must satisfy 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_minimal_config_with_defaults_and_rejects_typos() {
+        let c: NodeConfig = toml::from_str(
+            r#"data_dir = "d"
+rpc_address = "127.0.0.1:8000"
+node_address = "127.0.0.1:8100"
+service_cert = "s.pem""#,
+        )
+        .unwrap();
+        c.check().unwrap();
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert!(toml::from_str::<NodeConfig>("data_dir = \"d\"\nrpc_adress = \"x\"").is_err());
+    }
+}

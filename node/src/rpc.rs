@@ -1,0 +1,302 @@
+//! The client-facing HTTPS endpoints: `/node/*` for operators and
+//! `/app/*` for the JS application.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use charter_js::{EndpointDef, JsRequest, Mode};
+use charter_ledger::TxId;
+use http::{HeaderValue, Method, Response, StatusCode};
+use serde_json::json;
+
+use crate::forward;
+use crate::http::{error_response, json_response, url_query_pairs, Body, HttpRequest};
+use crate::identity;
+use crate::node::{CommitFailure, JoinRequest, Node};
+use crate::tables;
+
+pub const TXID_HEADER: &str = "x-ms-ccf-transaction-id";
+/// How often a transaction is re-executed when it conflicts.
+const MAX_ATTEMPTS: usize = 30;
+
+/// Entry point of the client-facing server.
+pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
+    let path = req.path.clone();
+    match (req.method.clone(), path.as_str()) {
+        (Method::GET, "/node/state") => node_state(&node),
+        (Method::GET, "/node/network") => node_network(&node),
+        (Method::GET, "/node/commit") => json_response(StatusCode::OK, &json!({"transaction_id": node.committed_txid().to_string()})),
+        (Method::GET, "/node/tx") => node_tx(&node, &req),
+        (Method::GET, "/node/version") => json_response(
+            StatusCode::OK,
+            &json!({"version": env!("CARGO_PKG_VERSION"), "app_engine": "v8", "governance_engine": "none"}),
+        ),
+        (Method::POST, "/node/join") => join(&node, req, false).await,
+        (_, p) if p == "/app" || p.starts_with("/app/") => handle_app(&node, req, false).await,
+        (_, "/node/state" | "/node/network" | "/node/commit" | "/node/tx" | "/node/version" | "/node/join") => {
+            error_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{} is not allowed on {path}", req.method))
+        }
+        _ => error_response(StatusCode::NOT_FOUND, "ResourceNotFound", format!("no endpoint at {path}")),
+    }
+}
+
+fn node_state(node: &Node) -> Response<Body> {
+    let m = node.metrics();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "node_id": node.id.to_string(),
+            "state": format!("{:?}", m.state),
+            "view": m.current_term,
+            "primary_id": m.current_leader.map(|l| l.to_string()),
+            "last_committed": node.committed_txid().to_string(),
+            "last_log_index": m.last_log_index.unwrap_or(0),
+        }),
+    )
+}
+
+fn node_network(node: &Node) -> Response<Body> {
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let nodes: Vec<serde_json::Value> = membership
+        .nodes()
+        .map(|(id, addr)| {
+            let role = if m.current_leader == Some(*id) {
+                "primary"
+            } else if voters.contains(id) {
+                "backup"
+            } else {
+                "learner"
+            };
+            json!({
+                "node_id": id.to_string(),
+                "role": role,
+                "status": if voters.contains(id) { "Trusted" } else { "Learner" },
+                "rpc_address": addr.rpc,
+                "node_address": addr.node_to_node,
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "service_status": "Open",
+            "current_view": m.current_term,
+            "primary_id": m.current_leader.map(|l| l.to_string()),
+            "nodes": nodes,
+        }),
+    )
+}
+
+fn node_tx(node: &Node, req: &HttpRequest) -> Response<Body> {
+    let Some(raw) = req.query_param("transaction_id") else {
+        return error_response(StatusCode::BAD_REQUEST, "MissingQueryParameter", "transaction_id is required, e.g. ?transaction_id=2.15");
+    };
+    let id: TxId = match raw.parse() {
+        Ok(id) => id,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", e.to_string()),
+    };
+    let status = tx_status(node, id);
+    json_response(StatusCode::OK, &json!({"transaction_id": id.to_string(), "status": status}))
+}
+
+/// CCF's transaction statuses: Committed, Pending, Invalid, Unknown.
+pub fn tx_status(node: &Node, id: TxId) -> &'static str {
+    let committed = node.store.last_applied();
+    if id.seqno == 0 {
+        return "Invalid";
+    }
+    if id.seqno <= committed {
+        return match node.views.view_for_seqno(id.seqno) {
+            Some(v) if v == id.view => "Committed",
+            Some(_) => "Invalid",
+            None => "Unknown",
+        };
+    }
+    match node.log.term_at(id.seqno) {
+        Some(term) if term == id.view => "Pending",
+        _ => {
+            let m = node.metrics();
+            if id.view > m.current_term {
+                "Unknown"
+            } else if node.is_primary() {
+                // The primary's log is authoritative for its view: what is
+                // not in it from an earlier view never commits.
+                "Invalid"
+            } else {
+                "Unknown"
+            }
+        }
+    }
+}
+
+async fn join(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<Body> {
+    if !node.is_ready_primary() {
+        if forwarded {
+            return not_primary();
+        }
+        return forward::to_primary(node, &req).await;
+    }
+    let join: JoinRequest = match serde_json::from_slice(&req.body) {
+        Ok(j) => j,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "InvalidJoinRequest", format!("bad join request: {e}")),
+    };
+    match node.admit(join).await {
+        Ok(resp) => json_response(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
+        Err(e) => error_response(StatusCode::BAD_REQUEST, "JoinRefused", format!("{e:#}")),
+    }
+}
+
+pub fn not_primary() -> Response<Body> {
+    let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "NotPrimary", "this node is not the primary");
+    r.headers_mut().insert("x-charter-not-primary", HeaderValue::from_static("1"));
+    r
+}
+
+/// Runs a request forwarded by a backup (it must not be forwarded again).
+pub async fn handle_forwarded(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
+    if req.path == "/node/join" {
+        return join(&node, req, true).await;
+    }
+    handle_app(&node, req, true).await
+}
+
+/// Who is calling, as the endpoint's authentication policies decide.
+fn authenticate(node: &Node, ep: &EndpointDef, peer_cert: Option<&Vec<u8>>) -> Result<serde_json::Value, Response<Body>> {
+    if ep.authn_policies.is_empty() || ep.authn_policies.iter().any(|p| p == "no_auth") {
+        return Ok(json!({"policy": "no_auth"}));
+    }
+    let mut tried = Vec::new();
+    for policy in &ep.authn_policies {
+        let table = match policy.as_str() {
+            "user_cert" => tables::USERS_CERTS,
+            "member_cert" => tables::MEMBERS_CERTS,
+            other => {
+                tried.push(format!("{other} (not supported)"));
+                continue;
+            }
+        };
+        let Some(der) = peer_cert else {
+            tried.push(format!("{policy}: no client certificate was presented"));
+            continue;
+        };
+        let id = identity::cert_id_der(der);
+        match node.store.get_committed(table, id.as_bytes()) {
+            Some(_) => {
+                return Ok(json!({"policy": policy, "id": id, "cert": identity::der_to_pem(der)}));
+            }
+            None => tried.push(format!("{policy}: certificate {id} is not registered")),
+        }
+    }
+    Err(error_response(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationInfo",
+        format!("could not authenticate the caller: {}", tried.join("; ")),
+    ))
+}
+
+async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<Body> {
+    let Some(bundle) = node.app() else {
+        return error_response(StatusCode::NOT_FOUND, "ResourceNotFound", "no application is installed on this service");
+    };
+    let sub = req.path.strip_prefix("/app").unwrap_or("");
+    let sub = if sub.is_empty() { "/" } else { sub };
+    let Some((ep, params)) = bundle.find(req.method.as_str(), sub) else {
+        if bundle.path_exists(sub) {
+            return error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UnsupportedHttpVerb",
+                format!("{} is not allowed on {}", req.method, req.path),
+            );
+        }
+        return error_response(StatusCode::NOT_FOUND, "ResourceNotFound", format!("no endpoint at {}", req.path));
+    };
+    let caller = match authenticate(node, &ep, req.peer_cert.as_deref()) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let writes = matches!(ep.mode, Mode::Readwrite);
+    if writes && ep.forwarding_required != "never" && !node.is_ready_primary() {
+        if forwarded {
+            // Give a fresh primary a moment to become ready before refusing.
+            if node.is_primary() && node.wait_until_ready_primary(Duration::from_secs(5)).await.is_ok() {
+                // fall through and execute
+            } else {
+                return not_primary();
+            }
+        } else {
+            return forward::to_primary(node, &req).await;
+        }
+    }
+    let js_req = JsRequest {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        url: if req.query.is_empty() { req.path.clone() } else { format!("{}?{}", req.path, req.query) },
+        route: sub.to_string(),
+        query: req.query.clone(),
+        params,
+        headers: req
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: req.body.to_vec(),
+        caller,
+    };
+    let _ = url_query_pairs; // query parsing is the app's business (CCF passes it raw)
+    for attempt in 0..MAX_ATTEMPTS {
+        let tx = if writes { node.store.begin() } else { node.store.begin_read_only() };
+        let (result, tx) = node.engine.execute(bundle.clone(), ep.clone(), js_req.clone(), tx).await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(path = %req.path, code = e.code(), "JS handler failed: {}", e.message());
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.message());
+            }
+        };
+        // As in CCF: writes are applied only when the handler answered 2xx.
+        let txid = if (200..300).contains(&resp.status) {
+            match node.commit(tx).await {
+                Ok(id) => id,
+                Err(CommitFailure::Conflict) => {
+                    tracing::debug!(attempt, "transaction conflicted; re-executing");
+                    continue;
+                }
+                Err(CommitFailure::NotPrimary) => {
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "NotPrimary",
+                        "this node stopped being primary before the write committed; it was not applied, retry",
+                    )
+                }
+                Err(e @ CommitFailure::Timeout(_)) => {
+                    return error_response(StatusCode::SERVICE_UNAVAILABLE, "CommitTimeout", format!("{e}; the write may still commit"))
+                }
+                Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+            }
+        } else {
+            node.committed_txid()
+        };
+        return app_response(resp, txid);
+    }
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TooManyConflicts",
+        format!("the transaction conflicted with concurrent ones {MAX_ATTEMPTS} times; retry"),
+    )
+}
+
+fn app_response(resp: charter_js::JsResponse, txid: TxId) -> Response<Body> {
+    let mut out = Response::new(http_body_util::Full::new(bytes::Bytes::from(resp.body)));
+    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in resp.headers {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            out.headers_mut().append(k, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&txid.to_string()) {
+        out.headers_mut().insert(TXID_HEADER, v);
+    }
+    out
+}

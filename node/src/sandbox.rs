@@ -1,0 +1,234 @@
+//! `charter sandbox`: a local service of N nodes on loopback, for trying
+//! Charter out. Each node is a real `charter node` process with its own
+//! data directory under the workspace folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::identity;
+
+#[derive(clap::Args)]
+pub struct SandboxArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// The app bundle to run (a directory with app.json and src/).
+    #[arg(long, default_value = "samples/logging")]
+    app: PathBuf,
+    /// Where nodes keep their data, configs and logs. Reused on the next run.
+    #[arg(long, default_value = "workspace/sandbox")]
+    workspace: PathBuf,
+    /// Node i serves clients on BASE+i and peers on BASE+100+i.
+    #[arg(long, default_value_t = 8000)]
+    base_port: u16,
+}
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &self.0 {
+            // SIGTERM: each node shuts Raft down cleanly.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for child in &mut self.0 {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn node_config(ws: &Path, i: usize, base: u16, nodes_app: &Path) -> String {
+    let rpc = base as usize + i;
+    let peer = base as usize + 100 + i;
+    let mut s = format!(
+        "# written by `charter sandbox`\n\
+data_dir = {:?}\n\
+rpc_address = \"127.0.0.1:{rpc}\"\n\
+node_address = \"127.0.0.1:{peer}\"\n\
+service_cert = {:?}\n\
+app = {:?}\n",
+        ws.join(format!("node{i}")),
+        ws.join("service_cert.pem"),
+        nodes_app,
+    );
+    if i == 0 {
+        s.push_str(&format!("initial_users = [{:?}]\n", ws.join("user0_cert.pem")));
+    } else {
+        s.push_str(&format!("join_target = \"127.0.0.1:{base}\"\n"));
+    }
+    s
+}
+
+pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.base_port as usize + 100 + args.nodes > 65535 {
+        bail!("--base-port is too high for {} nodes", args.nodes);
+    }
+    std::fs::create_dir_all(&args.workspace)
+        .with_context(|| format!("creating {}", args.workspace.display()))?;
+    let ws = args.workspace.canonicalize()?;
+    let app = args
+        .app
+        .canonicalize()
+        .with_context(|| format!("app bundle {} not found", args.app.display()))?;
+    charter_js::AppBundle::load(&app).map_err(|e| anyhow::anyhow!("app bundle {}: {e}", app.display()))?;
+    let user_cert = ws.join("user0_cert.pem");
+    let user_key = ws.join("user0_privk.pem");
+    if !user_cert.exists() || !user_key.exists() {
+        let user = identity::new_client_identity("user0")?;
+        identity::write_private(&user_key, &user.key_pem)?;
+        identity::write_public(&user_cert, &user.cert_pem)?;
+    }
+    let resume = ws.join("node0").join("node.json").exists();
+    let exe = std::env::current_exe()?;
+    let mut children = Nodes(Vec::new());
+    let runtime = tokio::runtime::Runtime::new()?;
+    println!(
+        "{} a {}-node sandbox in {} ...",
+        if resume { "Resuming" } else { "Starting" },
+        args.nodes,
+        ws.display()
+    );
+    for i in 0..args.nodes {
+        let config = ws.join(format!("node{i}.toml"));
+        identity::write_public(&config, &node_config(&ws, i, args.base_port, &app))?;
+        let verb = if i == 0 { "start" } else { "join" };
+        let log_path = ws.join(format!("node{i}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(&exe)
+            .args(["node", verb, "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {i}"))?;
+        children.0.push(child);
+        if !resume {
+            // A new service: the first node must be up before others join,
+            // and joins go one at a time.
+            runtime.block_on(wait_for_voters(&ws, args.base_port, i + 1, &mut children))?;
+        }
+    }
+    runtime.block_on(wait_for_voters(&ws, args.base_port, args.nodes, &mut children))?;
+    print_banner(&ws, &args);
+    // Ctrl-C (or SIGTERM) ends the sandbox; dropping `children` stops the nodes.
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    println!("\nStopping the nodes ...");
+    drop(children);
+    println!("Stopped. Run the same command again to resume with the same data.");
+    Ok(())
+}
+
+/// Waits until the service reports `n` voters and a primary.
+async fn wait_for_voters(ws: &Path, base: u16, n: usize, children: &mut Nodes) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cert_path = ws.join("service_cert.pem");
+    let mut client: Option<reqwest::Client> = None;
+    loop {
+        for (i, child) in children.0.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                let log = std::fs::read_to_string(ws.join(format!("node{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                bail!("node {i} exited ({status}). Last lines of its log:\n{}", tail.join("\n"));
+            }
+        }
+        if client.is_none() {
+            if let Ok(pem) = std::fs::read_to_string(&cert_path) {
+                client = Some(crate::tls::reqwest_client(
+                    crate::tls::service_client(&pem, None)?,
+                    Duration::from_secs(2),
+                )?);
+            }
+        }
+        if let Some(c) = &client {
+            for i in 0..children.0.len() {
+                let url = format!("https://127.0.0.1:{}/node/network", base as usize + i);
+                if let Ok(r) = c.get(url).send().await {
+                    if let Ok(v) = r.json::<serde_json::Value>().await {
+                        let voters = v["nodes"]
+                            .as_array()
+                            .map(|a| a.iter().filter(|n| n["status"] == "Trusted").count())
+                            .unwrap_or(0);
+                        if voters >= n && v["primary_id"].is_string() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the sandbox did not reach {n} voting nodes within 120 s; see the node logs in {}", ws.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_banner(ws: &Path, args: &SandboxArgs) {
+    let ca = ws.join("service_cert.pem");
+    let cert = ws.join("user0_cert.pem");
+    let key = ws.join("user0_privk.pem");
+    let curl = format!(
+        "curl --cacert {} --cert {} --key {}",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\nThe sandbox is up: {} nodes running {}", args.nodes, args.app.display());
+    for i in 0..args.nodes {
+        let _ = writeln!(
+            out,
+            "  node {i}: https://127.0.0.1:{}  (peers: 127.0.0.1:{}; data {}, log {})",
+            args.base_port as usize + i,
+            args.base_port as usize + 100 + i,
+            ws.join(format!("node{i}")).display(),
+            ws.join(format!("node{i}.log")).display()
+        );
+    }
+    let _ = writeln!(out, "  service certificate (trust this, nothing else): {}", ca.display());
+    let _ = writeln!(out, "  user identity: {} / {}", cert.display(), key.display());
+    let _ = writeln!(out, "\nTry it (any node; writes on a backup are forwarded to the primary):");
+    let p0 = args.base_port;
+    let plast = args.base_port as usize + args.nodes - 1;
+    let _ = writeln!(
+        out,
+        "  {curl} -X POST https://127.0.0.1:{p0}/app/log/private -H 'content-type: application/json' -d '{{\"id\": 1, \"msg\": \"hello\"}}'"
+    );
+    let _ = writeln!(out, "  {curl} 'https://127.0.0.1:{plast}/app/log/private?id=1'");
+    let _ = writeln!(
+        out,
+        "  {curl} -X POST https://127.0.0.1:{plast}/app/log/public -H 'content-type: application/json' -d '{{\"id\": 2, \"msg\": \"in clear\"}}'"
+    );
+    let _ = writeln!(out, "  curl --cacert {} https://127.0.0.1:{p0}/node/network", ca.display());
+    let _ = writeln!(out, "  curl --cacert {} https://127.0.0.1:{p0}/node/commit", ca.display());
+    let _ = writeln!(out, "\nPress Ctrl-C to stop all nodes.");
+}
