@@ -477,13 +477,13 @@ async fn three_nodes_replicate_and_a_late_learner_catches_up_by_snapshot() {
 
     // Snapshot, and drop the log it covers, so a new node can only catch up
     // by receiving the snapshot.
-    n1.raft.trigger_snapshot().await.unwrap();
+    n1.raft.trigger().snapshot().await.unwrap();
     n1.raft
         .wait(Some(Duration::from_secs(10)))
         .snapshot(openraft::LogId::new(CommittedLeaderId::new(last.view, 1), last.seqno), "snapshot")
         .await
         .unwrap();
-    n1.raft.purge_log(last.seqno).await.unwrap();
+    n1.raft.trigger().purge_log(last.seqno).await.unwrap();
     n1.raft
         .wait(Some(Duration::from_secs(10)))
         .purged(Some(openraft::LogId::new(CommittedLeaderId::new(last.view, 1), last.seqno)), "purged")

@@ -115,7 +115,9 @@ pub struct Cluster {
     pub service_cert: PathBuf,
 }
 
-fn client(service_cert: &Path, identity: Option<(&Path, &Path)>) -> anyhow::Result<reqwest::Client> {
+/// An HTTPS client that trusts only the service certificate and, if given,
+/// presents a client certificate.
+pub fn client(service_cert: &Path, identity: Option<(&Path, &Path)>) -> anyhow::Result<reqwest::Client> {
     let pem = std::fs::read(service_cert)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {

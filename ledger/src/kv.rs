@@ -358,6 +358,18 @@ pub struct Tx {
     writes: WriteSet,
 }
 
+impl std::fmt::Debug for Tx {
+    // Keys and values may be large or secret: show only the shape.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("read_only", &self.read_only)
+            .field("key_reads", &self.key_reads.len())
+            .field("map_reads", &self.map_reads.len())
+            .field("written_maps", &self.writes.maps.len())
+            .finish()
+    }
+}
+
 impl Tx {
     fn new(store: Arc<Store>, read_only: bool) -> Self {
         Tx {

@@ -7,13 +7,17 @@
 //! - [`entry`]: the deterministic binary encoding of a ledger entry (what
 //!   travels in the Raft log and what an auditor parses).
 //! - [`txid`]: transaction ids, `<view>.<seqno>`.
+//! - [`merkle`]: the Merkle tree over transaction leaves (CCF's shape and
+//!   hashes), its inclusion paths (receipt proofs) and its snapshot form.
 //!
 //! This crate does no I/O and knows nothing of Raft, JS or HTTP.
 
 pub mod entry;
 pub mod kv;
+pub mod merkle;
 pub mod txid;
 
 pub use entry::{EntryError, EntryKind, LedgerEntry};
 pub use kv::{CommitError, MapWrites, PendingId, Store, Tx, Version, WriteSet};
+pub use merkle::{leaf_hash, verify_path, MerkleError, MerkleTree, ProofStep};
 pub use txid::TxId;

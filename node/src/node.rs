@@ -127,7 +127,7 @@ impl Node {
     async fn open(config: NodeConfig, app_dir: Option<PathBuf>) -> anyhow::Result<Arc<Node>> {
         let (id, identity, service) = load_identity(&config)?;
         let store = Arc::new(Store::new());
-        let (log, sm) = charter_consensus::open_storage(&config.data_dir.join("raft"), store.clone())
+        let (log, sm) = charter_consensus::open(&config.data_dir.join("raft"), store.clone())
             .await
             .context("opening the node's RocksDB storage")?;
         let views = sm.view_history();
@@ -139,7 +139,8 @@ impl Node {
             config.raft.heartbeat_ms,
             config.raft.election_timeout_min_ms,
             config.raft.election_timeout_max_ms,
-        );
+        )
+        .map_err(|e| anyhow!("invalid [raft] timings in the config: {e}"))?;
         let raft = Raft::new(id, Arc::new(raft_config), Network::new(peers.clone()), log.clone(), sm)
             .await
             .map_err(|e| anyhow!("starting Raft: {e}"))?;

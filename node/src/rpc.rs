@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::forward;
-use crate::http::{error_response, json_response, url_query_pairs, Body, HttpRequest};
+use crate::http::{error_response, json_response, Body, HttpRequest};
 use crate::identity;
 use crate::node::{CommitFailure, JoinRequest, Node};
 use crate::tables;
@@ -244,11 +244,9 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
         body: req.body.to_vec(),
         caller,
     };
-    let _ = url_query_pairs; // query parsing is the app's business (CCF passes it raw)
     for attempt in 0..MAX_ATTEMPTS {
         let tx = if writes { node.store.begin() } else { node.store.begin_read_only() };
-        let (result, tx) = node.engine.execute(bundle.clone(), ep.clone(), js_req.clone(), tx).await;
-        let resp = match result {
+        let (resp, tx) = match node.engine.execute(bundle.clone(), ep.clone(), js_req.clone(), tx).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(path = %req.path, code = e.code(), "JS handler failed: {}", e.message());

@@ -1,0 +1,220 @@
+//! The host functions behind the `ccf` global on V8: KV access bound to the
+//! current transaction, buffer conversions, logging.
+//!
+//! The prelude (`prelude.js`) wraps these in CCF's API shape; here are only
+//! the primitives. Every callback tolerates any argument (wrong type,
+//! missing) by throwing a JS `TypeError`: nothing a handler passes can
+//! panic the node, and no callback panics (a panic cannot unwind through
+//! V8's frames).
+
+use std::cell::RefCell;
+
+use charter_ledger::Tx;
+
+thread_local! {
+    /// The transaction of the request this worker thread is executing.
+    static CURRENT_TX: RefCell<Option<Tx>> = const { RefCell::new(None) };
+}
+
+/// Binds `tx` to this thread for the duration of one execution.
+pub(crate) fn bind_tx(tx: Tx) {
+    CURRENT_TX.with(|c| *c.borrow_mut() = Some(tx));
+}
+
+/// Takes the transaction back after an execution.
+pub(crate) fn take_tx() -> Option<Tx> {
+    CURRENT_TX.with(|c| c.borrow_mut().take())
+}
+
+fn with_tx<R>(scope: &mut v8::HandleScope, f: impl FnOnce(&mut Tx) -> Result<R, String>) -> Option<R> {
+    let result = CURRENT_TX.with(|c| match c.try_borrow_mut() {
+        Ok(mut guard) => match guard.as_mut() {
+            Some(tx) => f(tx),
+            None => Err("the KV store is only available while a request is being handled".to_string()),
+        },
+        Err(_) => Err("the KV store is busy".to_string()),
+    });
+    match result {
+        Ok(r) => Some(r),
+        Err(message) => {
+            throw_error(scope, &message);
+            None
+        }
+    }
+}
+
+pub(crate) fn throw_type_error(scope: &mut v8::HandleScope, message: &str) {
+    if let Some(msg) = v8::String::new(scope, message) {
+        let exception = v8::Exception::type_error(scope, msg);
+        scope.throw_exception(exception);
+    }
+}
+
+pub(crate) fn throw_error(scope: &mut v8::HandleScope, message: &str) {
+    if let Some(msg) = v8::String::new(scope, message) {
+        let exception = v8::Exception::error(scope, msg);
+        scope.throw_exception(exception);
+    }
+}
+
+/// A new ArrayBuffer owning `bytes`.
+pub(crate) fn array_buffer<'s>(scope: &mut v8::HandleScope<'s>, bytes: Vec<u8>) -> v8::Local<'s, v8::ArrayBuffer> {
+    let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes).make_shared();
+    v8::ArrayBuffer::with_backing_store(scope, &store)
+}
+
+/// The bytes of an ArrayBuffer or ArrayBuffer view (TypedArray, DataView).
+pub(crate) fn bytes_of(value: v8::Local<v8::Value>) -> Option<Vec<u8>> {
+    if let Ok(ab) = v8::Local::<v8::ArrayBuffer>::try_from(value) {
+        let len = ab.byte_length();
+        let Some(data) = ab.data() else {
+            return Some(Vec::new());
+        };
+        // SAFETY: `data` points at the buffer's `len` bytes, which stay
+        // alive while `ab` is (for the whole call) and are not resized.
+        let slice = unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, len) };
+        return Some(slice.to_vec());
+    }
+    if let Ok(view) = v8::Local::<v8::ArrayBufferView>::try_from(value) {
+        let mut out = vec![0u8; view.byte_length()];
+        let n = view.copy_contents(&mut out);
+        out.truncate(n);
+        return Some(out);
+    }
+    None
+}
+
+fn string_arg(scope: &mut v8::HandleScope, args: &v8::FunctionCallbackArguments, i: i32, what: &str) -> Option<String> {
+    let value = args.get(i);
+    if !value.is_string() {
+        throw_type_error(scope, &format!("{what} must be a string"));
+        return None;
+    }
+    Some(value.to_rust_string_lossy(scope))
+}
+
+fn bytes_arg(scope: &mut v8::HandleScope, args: &v8::FunctionCallbackArguments, i: i32, what: &str) -> Option<Vec<u8>> {
+    let bytes = bytes_of(args.get(i));
+    if bytes.is_none() {
+        throw_type_error(scope, &format!("{what} must be an ArrayBuffer (use ccf.strToBuf or ccf.jsonCompatibleToBuf)"));
+    }
+    bytes
+}
+
+fn new_string<'s>(scope: &mut v8::HandleScope<'s>, s: &str) -> Option<v8::Local<'s, v8::String>> {
+    let out = v8::String::new(scope, s);
+    if out.is_none() {
+        let msg = "string is too long for the JS engine";
+        if let Some(m) = v8::String::new(scope, msg) {
+            let e = v8::Exception::range_error(scope, m);
+            scope.throw_exception(e);
+        }
+    }
+    out
+}
+
+fn str_to_buf(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
+    let Some(s) = string_arg(scope, &args, 0, "ccf.strToBuf's argument") else { return };
+    let ab = array_buffer(scope, s.into_bytes());
+    rv.set(ab.into());
+}
+
+fn buf_to_str(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
+    let Some(bytes) = bytes_arg(scope, &args, 0, "ccf.bufToStr's argument") else { return };
+    let text = String::from_utf8_lossy(&bytes);
+    if let Some(s) = new_string(scope, &text) {
+        rv.set(s.into());
+    }
+}
+
+fn kv_get(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+    match with_tx(scope, |tx| Ok(tx.get(&map, &key))) {
+        Some(Some(value)) => {
+            let ab = array_buffer(scope, value);
+            rv.set(ab.into());
+        }
+        Some(None) => rv.set_undefined(),
+        None => {}
+    }
+}
+
+fn kv_has(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+    if let Some(has) = with_tx(scope, |tx| Ok(tx.has(&map, &key))) {
+        rv.set_bool(has);
+    }
+}
+
+fn kv_set(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+    let Some(value) = bytes_arg(scope, &args, 2, "value") else { return };
+    with_tx(scope, |tx| tx.set(&map, &key, &value).map_err(|e| e.to_string()));
+}
+
+fn kv_delete(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+    with_tx(scope, |tx| tx.delete(&map, &key).map_err(|e| e.to_string()));
+}
+
+fn kv_clear(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    with_tx(scope, |tx| tx.clear(&map).map_err(|e| e.to_string()));
+}
+
+fn kv_size(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    if let Some(n) = with_tx(scope, |tx| Ok(tx.size(&map))) {
+        rv.set_double(n as f64);
+    }
+}
+
+fn kv_entries(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+    let Some(entries) = with_tx(scope, |tx| Ok(tx.entries(&map))) else { return };
+    let mut pairs = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        let k = array_buffer(scope, k);
+        let v = array_buffer(scope, v);
+        pairs.push(v8::Array::new_with_elements(scope, &[k.into(), v.into()]).into());
+    }
+    rv.set(v8::Array::new_with_elements(scope, &pairs).into());
+}
+
+fn log(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
+    let level = args.get(0).to_rust_string_lossy(scope);
+    let message = args.get(1).to_rust_string_lossy(scope);
+    match level.as_str() {
+        "error" => tracing::error!(target: "charter::js", "{message}"),
+        "warn" => tracing::warn!(target: "charter::js", "{message}"),
+        "debug" => tracing::debug!(target: "charter::js", "{message}"),
+        _ => tracing::info!(target: "charter::js", "{message}"),
+    }
+}
+
+/// The `native` object the prelude receives.
+pub(crate) fn natives<'s>(scope: &mut v8::HandleScope<'s>) -> Option<v8::Local<'s, v8::Object>> {
+    let obj = v8::Object::new(scope);
+    macro_rules! add {
+        ($name:literal, $f:expr) => {{
+            let f = v8::Function::new(scope, $f)?;
+            let k = v8::String::new(scope, $name)?;
+            obj.set(scope, k.into(), f.into())?;
+        }};
+    }
+    add!("strToBuf", str_to_buf);
+    add!("bufToStr", buf_to_str);
+    add!("kvGet", kv_get);
+    add!("kvHas", kv_has);
+    add!("kvSet", kv_set);
+    add!("kvDelete", kv_delete);
+    add!("kvClear", kv_clear);
+    add!("kvSize", kv_size);
+    add!("kvEntries", kv_entries);
+    add!("log", log);
+    Some(obj)
+}

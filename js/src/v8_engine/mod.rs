@@ -1,0 +1,377 @@
+//! The V8 engine: a pool of worker threads, each owning one isolate, fed by
+//! a channel from the async server.
+//!
+//! Limits, per isolate:
+//! - heap: `heap_limits` at creation plus a near-heap-limit callback that
+//!   terminates the running handler (instead of letting V8 abort the
+//!   process) and marks the isolate for replacement;
+//! - time: a watchdog thread per worker terminates a handler that runs past
+//!   `max_execution_time_ms`;
+//! - stack: V8's `--stack-size` flag (set once, before V8 starts, from the
+//!   first engine's limits) on worker threads whose real stack is larger,
+//!   so deep recursion is a catchable `RangeError`.
+//!
+//! Every request runs in a fresh context: no JS state survives from one
+//! request to the next.
+
+mod exec;
+mod host;
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
+use std::time::{Duration, Instant};
+
+use charter_ledger::Tx;
+
+use crate::api::{JsError, JsRequest, JsResponse, Limits};
+use crate::bundle::{AppBundle, EndpointDef};
+
+static V8_INIT: Once = Once::new();
+
+/// Starts V8 once per process. The stack flag can only be set before V8
+/// starts, so the first caller's stack limit is the process's.
+fn init_v8(max_stack_bytes: usize) {
+    V8_INIT.call_once(|| {
+        let kb = (max_stack_bytes / 1024).max(64);
+        v8::V8::set_flags_from_string(&format!("--stack-size={kb}"));
+        let platform = v8::new_default_platform(0, false).make_shared();
+        v8::V8::initialize_platform(platform);
+        v8::V8::initialize();
+    });
+}
+
+/// Worker threads get this much real stack beyond V8's own budget, for the
+/// host's frames and V8's native code below the JS limit.
+const STACK_MARGIN_BYTES: usize = 8 * 1024 * 1024;
+
+type Reply = tokio::sync::oneshot::Sender<Result<(JsResponse, Tx), JsError>>;
+
+struct Job {
+    bundle: Arc<AppBundle>,
+    endpoint: EndpointDef,
+    request: JsRequest,
+    tx: Tx,
+    reply: Reply,
+}
+
+/// Counters for `/node/js_metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub executions: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub heap_limit_hits: AtomicU64,
+    pub exceptions: AtomicU64,
+    pub isolates_created: AtomicU64,
+}
+
+/// Runs app endpoints on V8 worker threads.
+pub struct JsEngine {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    limits: Arc<RwLock<Limits>>,
+    metrics: Arc<Metrics>,
+    workers: usize,
+}
+
+impl JsEngine {
+    /// Starts `workers` threads, each with its own isolate.
+    pub fn new(workers: usize, limits: Limits) -> JsEngine {
+        init_v8(limits.max_stack_bytes);
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let limits = Arc::new(RwLock::new(limits));
+        let metrics = Arc::new(Metrics::default());
+        let workers = workers.max(1);
+        let stack = limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20) + STACK_MARGIN_BYTES;
+        for i in 0..workers {
+            let receiver = receiver.clone();
+            let limits = limits.clone();
+            let metrics = metrics.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("js-worker-{i}"))
+                .stack_size(stack)
+                .spawn(move || worker_loop(receiver, limits, metrics));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start JS worker thread {i}: {e}");
+            }
+        }
+        JsEngine {
+            jobs: Mutex::new(Some(sender)),
+            limits,
+            metrics,
+            workers,
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn limits(&self) -> Limits {
+        *self.limits.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// New limits apply to the next execution on every worker.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Runs `endpoint`'s function for `request` inside `tx`. On success the
+    /// transaction comes back with the handler's reads and writes.
+    pub async fn execute(
+        &self,
+        bundle: Arc<AppBundle>,
+        endpoint: EndpointDef,
+        request: JsRequest,
+        tx: Tx,
+    ) -> Result<(JsResponse, Tx), JsError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            bundle,
+            endpoint,
+            request,
+            tx,
+            reply,
+        };
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(sender) = jobs.as_ref() else {
+                return Err(JsError::Internal("the JS engine is shut down".into()));
+            };
+            sender
+                .send(job)
+                .map_err(|_| JsError::Internal("no JS worker is running".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| JsError::Internal("the JS worker stopped while handling the request".into()))?
+    }
+}
+
+impl Drop for JsEngine {
+    fn drop(&mut self) {
+        // Closing the channel ends every worker loop.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Set by the near-heap-limit callback; lives (boxed) as long as the isolate.
+struct HeapGuard {
+    handle: v8::IsolateHandle,
+    hit: AtomicBool,
+}
+
+extern "C" fn near_heap_limit(data: *mut c_void, current_heap_limit: usize, _initial: usize) -> usize {
+    // SAFETY: `data` is the `HeapGuard` registered with this isolate, which
+    // outlives it (see `Worker`).
+    let guard = unsafe { &*(data as *const HeapGuard) };
+    guard.hit.store(true, Ordering::SeqCst);
+    guard.handle.terminate_execution();
+    // Room to unwind the terminated handler; the isolate is replaced after.
+    current_heap_limit.saturating_mul(2)
+}
+
+/// One isolate and what must live exactly as long as it.
+struct Worker {
+    // Field order is drop order: the isolate goes before its heap guard.
+    isolate: v8::OwnedIsolate,
+    heap: Box<HeapGuard>,
+    heap_limit: usize,
+}
+
+impl Worker {
+    fn new(limits: &Limits, metrics: &Metrics) -> Worker {
+        let params = v8::CreateParams::default().heap_limits(0, limits.max_heap_bytes);
+        let mut isolate = v8::Isolate::new(params);
+        isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
+        let heap = Box::new(HeapGuard {
+            handle: isolate.thread_safe_handle(),
+            hit: AtomicBool::new(false),
+        });
+        isolate.add_near_heap_limit_callback(near_heap_limit, &*heap as *const HeapGuard as *mut c_void);
+        metrics.isolates_created.fetch_add(1, Ordering::Relaxed);
+        Worker {
+            isolate,
+            heap,
+            heap_limit: limits.max_heap_bytes,
+        }
+    }
+}
+
+/// Terminates the isolate's execution when a deadline passes.
+struct Watchdog {
+    state: Mutex<WatchState>,
+    wake: Condvar,
+}
+
+struct WatchState {
+    handle: Option<v8::IsolateHandle>,
+    deadline: Option<Instant>,
+    fired: bool,
+    stop: bool,
+}
+
+impl Watchdog {
+    fn start() -> Arc<Watchdog> {
+        let dog = Arc::new(Watchdog {
+            state: Mutex::new(WatchState {
+                handle: None,
+                deadline: None,
+                fired: false,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let d = dog.clone();
+        let spawned = std::thread::Builder::new()
+            .name("js-watchdog".into())
+            .spawn(move || d.run());
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the JS watchdog: {e}; handlers run without a time limit");
+        }
+        dog
+    }
+
+    fn run(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if s.stop {
+                return;
+            }
+            match s.deadline {
+                None => s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        if let Some(h) = &s.handle {
+                            h.terminate_execution();
+                        }
+                        s.fired = true;
+                        s.deadline = None;
+                    } else {
+                        s = self
+                            .wake
+                            .wait_timeout(s, deadline - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            }
+        }
+    }
+
+    fn arm(&self, handle: v8::IsolateHandle, budget: Duration) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.handle = Some(handle);
+        s.deadline = Some(Instant::now() + budget);
+        s.fired = false;
+        self.wake.notify_one();
+    }
+
+    /// Returns whether the deadline passed (and termination was requested).
+    fn disarm(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.deadline = None;
+        std::mem::take(&mut s.fired)
+    }
+
+    fn stop(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.stop = true;
+        self.wake.notify_one();
+    }
+}
+
+fn worker_loop(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
+    let watchdog = Watchdog::start();
+    let mut worker: Option<Worker> = None;
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
+        // A new heap limit needs a new isolate.
+        if worker.as_ref().is_some_and(|w| w.heap_limit != limits.max_heap_bytes) {
+            worker = None;
+        }
+        let w = worker.get_or_insert_with(|| Worker::new(&limits, &metrics));
+        let (result, sound) = execute_one(w, &watchdog, &limits, &metrics, job.bundle, &job.endpoint, &job.request, job.tx);
+        if !sound {
+            // Past its heap limit the isolate's state is not to be trusted.
+            worker = None;
+        }
+        // The caller may have given up (client gone): nothing to do then.
+        let _ = job.reply.send(result);
+    }
+    watchdog.stop();
+}
+
+/// Runs one job. Returns the result and whether the isolate is still fit
+/// for further work.
+#[allow(clippy::too_many_arguments)]
+fn execute_one(
+    w: &mut Worker,
+    watchdog: &Watchdog,
+    limits: &Limits,
+    metrics: &Metrics,
+    bundle: Arc<AppBundle>,
+    endpoint: &EndpointDef,
+    request: &JsRequest,
+    tx: Tx,
+) -> (Result<(JsResponse, Tx), JsError>, bool) {
+    metrics.executions.fetch_add(1, Ordering::Relaxed);
+    host::bind_tx(tx);
+    w.isolate.cancel_terminate_execution();
+    watchdog.arm(w.isolate.thread_safe_handle(), Duration::from_millis(limits.max_execution_time_ms));
+    let outcome = {
+        let scope = &mut v8::HandleScope::new(&mut w.isolate);
+        exec::run(scope, &bundle, endpoint, request)
+    };
+    let timed_out = watchdog.disarm();
+    // A termination requested just as the handler finished must not hit
+    // the next request.
+    w.isolate.cancel_terminate_execution();
+    let heap_hit = w.heap.hit.swap(false, Ordering::SeqCst);
+    let tx = host::take_tx();
+    let result = match outcome {
+        Ok(response) => match tx {
+            Some(tx) => Ok((response, tx)),
+            None => Err(JsError::Internal("the transaction was lost during execution".into())),
+        },
+        Err(exec::RunError::Js(e)) => Err(e),
+        Err(exec::RunError::Terminated) => {
+            if heap_hit {
+                Err(JsError::HeapLimit(limits.max_heap_bytes))
+            } else if timed_out {
+                Err(JsError::Timeout(limits.max_execution_time_ms))
+            } else {
+                Err(JsError::Internal("execution was terminated".into()))
+            }
+        }
+    };
+    match &result {
+        Err(JsError::HeapLimit(_)) => {
+            metrics.heap_limit_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(JsError::Timeout(_)) => {
+            metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(JsError::Exception(_)) => {
+            metrics.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    (result, !heap_hit)
+}
+
+#[cfg(test)]
+mod tests;
