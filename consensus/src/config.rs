@@ -15,7 +15,11 @@ pub const LOG_KEPT_AFTER_SNAPSHOT: u64 = 5_000;
 
 /// The Raft configuration for the given timings (milliseconds). Fails if
 /// they are inconsistent (e.g. heartbeat not below the election timeout).
-pub fn raft_config(heartbeat_ms: u64, election_min_ms: u64, election_max_ms: u64) -> Result<Config, ConfigError> {
+pub fn raft_config(
+    heartbeat_ms: u64,
+    election_min_ms: u64,
+    election_max_ms: u64,
+) -> Result<Config, ConfigError> {
     Config {
         cluster_name: "charter".to_string(),
         heartbeat_interval: heartbeat_ms,
@@ -36,7 +40,11 @@ pub fn raft_config(heartbeat_ms: u64, election_min_ms: u64, election_max_ms: u64
 
 /// [`raft_config`] with the default timings.
 pub fn default_raft_config() -> Result<Config, ConfigError> {
-    raft_config(DEFAULT_HEARTBEAT_MS, DEFAULT_ELECTION_MIN_MS, DEFAULT_ELECTION_MAX_MS)
+    raft_config(
+        DEFAULT_HEARTBEAT_MS,
+        DEFAULT_ELECTION_MIN_MS,
+        DEFAULT_ELECTION_MAX_MS,
+    )
 }
 
 #[cfg(test)]
@@ -47,7 +55,10 @@ mod tests {
     fn defaults_validate_and_bad_timings_do_not() {
         let c = default_raft_config().unwrap();
         assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT_MS);
-        assert!(raft_config(100, 50, 60).is_err(), "heartbeat above election timeout");
+        assert!(
+            raft_config(100, 50, 60).is_err(),
+            "heartbeat above election timeout"
+        );
         assert!(raft_config(100, 900, 800).is_err(), "min above max");
     }
 }

@@ -8,7 +8,9 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
-use crate::storage::{cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_LOG, CF_RAFT_META};
+use crate::storage::{
+    cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_LOG, CF_RAFT_META,
+};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -24,9 +26,13 @@ fn index_key(index: u64) -> [u8; 8] {
 }
 
 fn key_index(key: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| io_msg(ErrorSubject::Logs, ErrorVerb::Read, "log key is not 8 bytes"))?;
+    let bytes: [u8; 8] = key.try_into().map_err(|_| {
+        io_msg(
+            ErrorSubject::Logs,
+            ErrorVerb::Read,
+            "log key is not 8 bytes",
+        )
+    })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -74,7 +80,8 @@ impl LogStore {
         match self.db.iterator_cf(handle, IteratorMode::End).next() {
             None => Ok(None),
             Some(item) => {
-                let (_, value) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                let (_, value) =
+                    item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
                 let entry: Entry = from_json(ErrorSubject::Logs, &value)?;
                 Ok(Some(entry.log_id))
             }
@@ -95,7 +102,11 @@ impl LogStore {
             .map_err(|e| io_error(subject, ErrorVerb::Write, &e))
     }
 
-    fn write_synced(&self, batch: WriteBatch, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
+    fn write_synced(
+        &self,
+        batch: WriteBatch,
+        subject: ErrorSubject<u64>,
+    ) -> Result<(), StorageError> {
         self.db
             .write_opt(batch, &write_options(true))
             .map_err(|e| io_error(subject, ErrorVerb::Write, &e))
@@ -122,7 +133,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .db
             .iterator_cf(handle, IteratorMode::From(&from, Direction::Forward))
         {
-            let (key, value) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let (key, value) =
+                item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
             let index = key_index(&key)?;
             if !range.contains(&index) {
                 break;
@@ -137,7 +149,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = get_json(&self.db, CF_RAFT_META, KEY_LAST_PURGED, ErrorSubject::Logs)?;
+        let last_purged_log_id: Option<LogId> =
+            get_json(&self.db, CF_RAFT_META, KEY_LAST_PURGED, ErrorSubject::Logs)?;
         // An empty log after a purge still "ends" at the purged id.
         let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
         Ok(LogState {
@@ -168,10 +181,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(get_json::<Option<LogId>>(&self.db, CF_RAFT_META, KEY_COMMITTED, ErrorSubject::Store)?.flatten())
+        Ok(
+            get_json::<Option<LogId>>(&self.db, CF_RAFT_META, KEY_COMMITTED, ErrorSubject::Store)?
+                .flatten(),
+        )
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -11,8 +11,8 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::AnyError;
 use serde::de::DeserializeOwned;
@@ -21,7 +21,8 @@ use serde::Serialize;
 use crate::types::{NodeAddr, NodeId, TypeConfig};
 use crate::wire::{SnapshotChunk, PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, NodeAddr, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, NodeAddr, RaftError<NodeId, E>>>;
 
 /// Creates connections to peers. The client must already be set up for
 /// mutual TLS with this node's certificate and the service's trust roots.
@@ -58,7 +59,12 @@ pub struct NetworkConnection {
 }
 
 impl NetworkConnection {
-    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -76,7 +82,10 @@ impl NetworkConnection {
             .await
             .map_err(|e| self.transport_error(&url, e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&url, e))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&url, e))?;
         if !status.is_success() {
             // The peer is up but cannot serve Raft right now (starting,
             // shutting down, or refusing us): back off rather than retry at
@@ -85,20 +94,33 @@ impl NetworkConnection {
                 "{url} answered {status}: {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(256)])
             );
-            return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(msg))));
+            return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(
+                msg,
+            ))));
         }
-        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&bytes).map_err(|e| {
-            RPCError::Network(NetworkError::from(AnyError::error(format!(
-                "{url}: undecodable response: {e}"
-            ))))
-        })?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&bytes).map_err(|e| {
+                RPCError::Network(NetworkError::from(AnyError::error(format!(
+                    "{url}: undecodable response: {e}"
+                ))))
+            })?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 
     /// Connection failures make openraft back off (`Unreachable`); other
     /// failures (timeouts, a connection dropped mid-request) are retried on
     /// the next heartbeat or replication round (`NetworkError`).
-    fn transport_error<E: Error>(&self, url: &str, e: reqwest::Error) -> RPCError<NodeId, NodeAddr, RaftError<NodeId, E>> {
+    fn transport_error<E: Error>(
+        &self,
+        url: &str,
+        e: reqwest::Error,
+    ) -> RPCError<NodeId, NodeAddr, RaftError<NodeId, E>> {
         tracing::debug!(target = self.target, %url, error = %e, "raft rpc failed");
         let err = AnyError::error(format!("{url}: {e}"));
         if e.is_connect() {
@@ -123,10 +145,15 @@ impl RaftNetwork<TypeConfig> for NetworkConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(PATH_SNAPSHOT, &SnapshotChunk::from(rpc), &option).await
+        self.call(PATH_SNAPSHOT, &SnapshotChunk::from(rpc), &option)
+            .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
         self.call(PATH_VOTE, &rpc, &option).await
     }
 }

@@ -8,11 +8,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use charter_ledger::kv::{Key, Value};
 use charter_ledger::{LedgerEntry, Store, WriteSet};
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload as RaftPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use openraft::{
+    EntryPayload as RaftPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder,
+};
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_SM_KV, CF_SM_META};
+use crate::storage::{
+    cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_SM_KV, CF_SM_META,
+};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, WriteResponse,
 };
@@ -28,6 +32,9 @@ const KEY_SNAPSHOT: &[u8] = b"snapshot";
 /// names are far shorter than 4 GiB), so `[.., END)` covers the whole
 /// column family.
 const KV_END: [u8; 4] = [0xff; 4];
+
+/// `(view, first seqno of that view)`, oldest first.
+type ViewStarts = Vec<(u64, u64)>;
 
 /// One committed KV entry: map, key, value, seqno that last wrote it.
 type KvEntry = (String, Key, Value, u64);
@@ -111,7 +118,9 @@ impl ViewHistory {
     /// `(view, seqno)` of the last applied entry: the transaction id of the
     /// state a read on this node sees.
     pub fn last_applied(&self) -> Option<(u64, u64)> {
-        self.read().last_applied.map(|l| (l.leader_id.term, l.index))
+        self.read()
+            .last_applied
+            .map(|l| (l.leader_id.term, l.index))
     }
 }
 
@@ -122,7 +131,12 @@ fn extend_views(starts: &mut Vec<(u64, u64)>, view: u64, seqno: u64) -> bool {
         Some((last, _)) if *last > view => {
             // Raft never applies an entry of an older term after a newer
             // one; keep the history monotonic rather than corrupt lookups.
-            tracing::error!(view, seqno, last, "applied entry has an older view than its predecessor");
+            tracing::error!(
+                view,
+                seqno,
+                last,
+                "applied entry has an older view than its predecessor"
+            );
             false
         }
         _ => {
@@ -233,7 +247,8 @@ impl<'a> ByteReader<'a> {
 
     fn string(&mut self) -> Result<String, String> {
         let at = self.at;
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| format!("string at byte {at} is not UTF-8"))
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| format!("string at byte {at} is not UTF-8"))
     }
 
     fn rest(&mut self) -> &'a [u8] {
@@ -261,7 +276,9 @@ fn read_stored_snapshot(db: &DB) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Stor
         return Ok(None);
     };
     let mut r = ByteReader::new(&bytes);
-    let meta_bytes = r.bytes().map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?;
+    let meta_bytes = r
+        .bytes()
+        .map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?;
     let meta: SnapshotMeta = from_json(subject, meta_bytes)?;
     Ok(Some((meta, r.rest().to_vec())))
 }
@@ -301,16 +318,19 @@ impl StateMachine {
     /// Loads the persisted applied state and puts it into `store`.
     pub(crate) fn load(db: Arc<DB>, store: Arc<Store>) -> Result<Self, StorageError> {
         let subject = ErrorSubject::StateMachine;
-        let last_applied: Option<LogId> = get_json(&db, CF_SM_META, KEY_LAST_APPLIED, subject.clone())?;
+        let last_applied: Option<LogId> =
+            get_json(&db, CF_SM_META, KEY_LAST_APPLIED, subject.clone())?;
         let membership: StoredMembership =
             get_json(&db, CF_SM_META, KEY_MEMBERSHIP, subject.clone())?.unwrap_or_default();
-        let starts: Vec<(u64, u64)> = get_json(&db, CF_SM_META, KEY_VIEWS, subject.clone())?.unwrap_or_default();
+        let starts: Vec<(u64, u64)> =
+            get_json(&db, CF_SM_META, KEY_VIEWS, subject.clone())?.unwrap_or_default();
 
         let handle = cf(&db, CF_SM_KV)?;
         let mut entries = Vec::new();
         for item in db.iterator_cf(handle, IteratorMode::Start) {
             let (k, v) = item.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
-            entries.push(decode_kv(&k, &v).map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?);
+            entries
+                .push(decode_kv(&k, &v).map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?);
         }
         tracing::info!(
             last_applied = ?last_applied,
@@ -469,11 +489,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let lock = self.snapshot_lock.clone();
         let owned_meta = meta.clone();
         // Decoding and writing a whole state is blocking work.
-        let (starts, entries) = tokio::task::spawn_blocking(move || install_blocking(&db, &lock, &owned_meta, data))
-            .await
-            .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, &e))??;
+        let (starts, entries) =
+            tokio::task::spawn_blocking(move || install_blocking(&db, &lock, &owned_meta, data))
+                .await
+                .map_err(|e| {
+                    io_error(
+                        ErrorSubject::Snapshot(Some(meta.signature())),
+                        ErrorVerb::Write,
+                        &e,
+                    )
+                })??;
 
-        self.store.reset(meta.last_log_id.map(|l| l.index).unwrap_or(0), entries);
+        self.store
+            .reset(meta.last_log_id.map(|l| l.index).unwrap_or(0), entries);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.views.set(starts, self.last_applied);
@@ -481,10 +509,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(read_stored_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        Ok(
+            read_stored_snapshot(&self.db)?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            }),
+        )
     }
 }
 
@@ -495,9 +525,10 @@ fn install_blocking(
     lock: &Mutex<()>,
     meta: &SnapshotMeta,
     data: Vec<u8>,
-) -> Result<(Vec<(u64, u64)>, Vec<KvEntry>), StorageError> {
+) -> Result<(ViewStarts, Vec<KvEntry>), StorageError> {
     let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-    let (header, entries) = decode_snapshot(&data).map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?;
+    let (header, entries) =
+        decode_snapshot(&data).map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?;
     if header.last_applied != meta.last_log_id || header.membership != meta.last_membership {
         return Err(io_msg(
             subject,
@@ -513,8 +544,16 @@ fn install_blocking(
     for (map, key, value, seqno) in &entries {
         batch.put_cf(kv, kv_key(map, key), kv_value(*seqno, value));
     }
-    batch.put_cf(sm_meta, KEY_LAST_APPLIED, to_json(subject.clone(), &meta.last_log_id)?);
-    batch.put_cf(sm_meta, KEY_MEMBERSHIP, to_json(subject.clone(), &meta.last_membership)?);
+    batch.put_cf(
+        sm_meta,
+        KEY_LAST_APPLIED,
+        to_json(subject.clone(), &meta.last_log_id)?,
+    );
+    batch.put_cf(
+        sm_meta,
+        KEY_MEMBERSHIP,
+        to_json(subject.clone(), &meta.last_membership)?,
+    );
     batch.put_cf(sm_meta, KEY_VIEWS, to_json(subject.clone(), &header.views)?);
     batch.put_cf(sm_meta, KEY_SNAPSHOT, encode_stored_snapshot(meta, &data)?);
     let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -569,8 +608,13 @@ fn build_blocking(
         };
         if newer {
             let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-            db.put_cf_opt(handle, KEY_SNAPSHOT, encode_stored_snapshot(&meta, &data)?, &write_options(true))
-                .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+            db.put_cf_opt(
+                handle,
+                KEY_SNAPSHOT,
+                encode_stored_snapshot(&meta, &data)?,
+                &write_options(true),
+            )
+            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
         }
     }
     tracing::info!(%meta, bytes = data.len(), "built snapshot");

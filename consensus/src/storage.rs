@@ -5,7 +5,7 @@
 //! | `log`         | log index (u64 big-endian)   | the openraft entry, JSON      |
 //! | `raft_meta`   | `vote`, `committed`, `last_purged` | JSON                    |
 //! | `sm_kv`       | map name (length-prefixed) ++ key | seqno (u64 BE) ++ value  |
-//! | `sm_meta`     | `last_applied`, `membership`, `views`, `snapshot_meta`, `snapshot_data` | JSON / bytes |
+//! | `sm_meta`     | `last_applied`, `membership`, `views`, `snapshot` (meta + data) | JSON / bytes |
 //!
 //! One database (rather than one per store) means one write-ahead log: a
 //! write batch that spans column families is atomic, and syncing the WAL
@@ -56,7 +56,10 @@ pub async fn open(dir: &Path, store: Arc<Store>) -> Result<(LogStore, StateMachi
 }
 
 /// [`open`] for callers outside an async context.
-pub fn open_blocking(dir: &Path, store: Arc<Store>) -> Result<(LogStore, StateMachine), StorageError> {
+pub fn open_blocking(
+    dir: &Path,
+    store: Arc<Store>,
+) -> Result<(LogStore, StateMachine), StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
@@ -91,15 +94,25 @@ pub(crate) fn io_error<E: std::error::Error + 'static>(
     StorageIOError::new(subject, verb, AnyError::new(e)).into()
 }
 
-pub(crate) fn io_msg(subject: ErrorSubject<u64>, verb: ErrorVerb, msg: impl ToString) -> StorageError {
+pub(crate) fn io_msg(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    msg: impl ToString,
+) -> StorageError {
     StorageIOError::new(subject, verb, AnyError::error(msg)).into()
 }
 
-pub(crate) fn to_json<T: Serialize>(subject: ErrorSubject<u64>, value: &T) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn to_json<T: Serialize>(
+    subject: ErrorSubject<u64>,
+    value: &T,
+) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(value).map_err(|e| io_error(subject, ErrorVerb::Write, &e))
 }
 
-pub(crate) fn from_json<T: DeserializeOwned>(subject: ErrorSubject<u64>, bytes: &[u8]) -> Result<T, StorageError> {
+pub(crate) fn from_json<T: DeserializeOwned>(
+    subject: ErrorSubject<u64>,
+    bytes: &[u8],
+) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
 }
 

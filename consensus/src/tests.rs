@@ -11,13 +11,14 @@ use charter_ledger::{LedgerEntry, Store, WriteSet};
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
-    AnyError, CommittedLeaderId, EntryPayload as RaftPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
+    AnyError, CommittedLeaderId, EntryPayload as RaftPayload, Membership, RaftLogReader,
+    RaftSnapshotBuilder,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -113,7 +114,11 @@ async fn log_entries_and_vote_survive_reopen() {
         let (mut log, _sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
         append(
             &mut log,
-            vec![blank(1, 1), write_entry(1, 2, "a", Some("1")), write_entry(2, 3, "b", Some("2"))],
+            vec![
+                blank(1, 1),
+                write_entry(1, 2, "a", Some("1")),
+                write_entry(2, 3, "b", Some("2")),
+            ],
         )
         .await
         .unwrap();
@@ -138,12 +143,20 @@ async fn log_entries_and_vote_survive_reopen() {
 async fn truncate_and_purge() {
     let dir = TempDir::new().unwrap();
     let (mut log, _sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
-    append(&mut log, (1..=10).map(|i| blank(1, i)).collect()).await.unwrap();
+    append(&mut log, (1..=10).map(|i| blank(1, i)).collect())
+        .await
+        .unwrap();
 
     log.truncate(log_id(1, 8)).await.unwrap();
     let all = log.try_get_log_entries(..).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
-    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 7)));
+    assert_eq!(
+        all.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, 7))
+    );
 
     log.purge(log_id(1, 3)).await.unwrap();
     let all = log.try_get_log_entries(..).await.unwrap();
@@ -221,7 +234,10 @@ async fn undecodable_entry_is_applied_empty() {
         log_id: log_id(1, 2),
         payload: RaftPayload::Normal(EntryPayload(vec![9, 9, 9])),
     };
-    let resp = sm.apply(vec![write_entry(1, 1, "a", Some("1")), bad]).await.unwrap();
+    let resp = sm
+        .apply(vec![write_entry(1, 1, "a", Some("1")), bad])
+        .await
+        .unwrap();
     assert_eq!(resp.len(), 2);
     assert_eq!(store.last_applied(), 2);
     assert_eq!(value(&store, "a").as_deref(), Some("1"));
@@ -234,10 +250,16 @@ async fn view_history_answers_views() {
     let views = sm.view_history();
     assert_eq!(views.view_for_seqno(0), None);
     assert_eq!(views.last_applied(), None);
-    sm.apply(vec![blank(1, 1), write_entry(1, 2, "a", Some("1")), blank(3, 3)])
+    sm.apply(vec![
+        blank(1, 1),
+        write_entry(1, 2, "a", Some("1")),
+        blank(3, 3),
+    ])
+    .await
+    .unwrap();
+    sm.apply(vec![write_entry(3, 4, "a", Some("2")), blank(4, 5)])
         .await
         .unwrap();
-    sm.apply(vec![write_entry(3, 4, "a", Some("2")), blank(4, 5)]).await.unwrap();
     assert_eq!(views.view_for_seqno(0), None, "before the first entry");
     assert_eq!(views.view_for_seqno(1), Some(1));
     assert_eq!(views.view_for_seqno(2), Some(1));
@@ -262,21 +284,30 @@ async fn snapshot_build_and_install_reproduce_the_state() {
     ])
     .await
     .unwrap();
-    let snap = sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = sm_a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(2, 4)));
     let current = sm_a.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
     assert_eq!(current.snapshot.get_ref(), snap.snapshot.get_ref());
 
     // The state moves on after the build; the snapshot does not.
-    sm_a.apply(vec![write_entry(3, 5, "z", Some("late"))]).await.unwrap();
+    sm_a.apply(vec![write_entry(3, 5, "z", Some("late"))])
+        .await
+        .unwrap();
 
     let dir_b = TempDir::new().unwrap();
     {
         let store_b = Arc::new(Store::new());
         let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone()).await.unwrap();
         // Stale state that the snapshot must replace entirely.
-        sm_b.apply(vec![write_entry(1, 1, "stale", Some("x"))]).await.unwrap();
+        sm_b.apply(vec![write_entry(1, 1, "stale", Some("x"))])
+            .await
+            .unwrap();
         let mut data = sm_b.begin_receiving_snapshot().await.unwrap();
         *data = Cursor::new(snap.snapshot.get_ref().clone());
         sm_b.install_snapshot(&snap.meta, data).await.unwrap();
@@ -285,7 +316,10 @@ async fn snapshot_build_and_install_reproduce_the_state() {
         assert_eq!(store_b.last_applied(), 4);
         assert_eq!(sm_b.view_history().history(), vec![(1, 1), (2, 3)]);
         assert_eq!(sm_b.view_history().view_for_seqno(2), Some(1));
-        assert_eq!(sm_b.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+        assert_eq!(
+            sm_b.get_current_snapshot().await.unwrap().unwrap().meta,
+            snap.meta
+        );
     }
     // And the installed state is what a restart loads.
     let store_b = Arc::new(Store::new());
@@ -302,8 +336,15 @@ async fn snapshot_build_and_install_reproduce_the_state() {
 async fn damaged_snapshot_data_is_an_error_not_a_panic() {
     let dir_a = TempDir::new().unwrap();
     let (_log, mut sm) = open(dir_a.path(), Arc::new(Store::new())).await.unwrap();
-    sm.apply(vec![write_entry(1, 1, "a", Some("1"))]).await.unwrap();
-    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    sm.apply(vec![write_entry(1, 1, "a", Some("1"))])
+        .await
+        .unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let good = snap.snapshot.get_ref().clone();
 
     let dir_b = TempDir::new().unwrap();
@@ -317,7 +358,9 @@ async fn damaged_snapshot_data_is_an_error_not_a_panic() {
     huge_count[12 + header_len..20 + header_len].copy_from_slice(&u64::MAX.to_be_bytes());
     cases.push(huge_count);
     for bad in cases {
-        let r = sm_b.install_snapshot(&snap.meta, Box::new(Cursor::new(bad))).await;
+        let r = sm_b
+            .install_snapshot(&snap.meta, Box::new(Cursor::new(bad)))
+            .await;
         assert!(r.is_err());
     }
     assert_eq!(store_b.last_applied(), 0);
@@ -356,7 +399,8 @@ impl RaftNetworkFactory<TypeConfig> for Router {
     }
 }
 
-type Rpc<T, E = openraft::error::Infallible> = Result<T, RPCError<u64, NodeAddr, RaftError<u64, E>>>;
+type Rpc<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<u64, NodeAddr, RaftError<u64, E>>>;
 
 impl RouterConn {
     async fn call<Req, Resp, E>(&self, req: &Req, kind: Kind) -> Rpc<Resp, E>
@@ -367,7 +411,9 @@ impl RouterConn {
     {
         let raft = self.router.nodes.lock().unwrap().get(&self.target).cloned();
         let Some(raft) = raft else {
-            return Err(RPCError::Unreachable(Unreachable::from(AnyError::error("no such node"))));
+            return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(
+                "no such node",
+            ))));
         };
         let body = serde_json::to_vec(req).unwrap();
         let out = match kind {
@@ -417,7 +463,9 @@ async fn start_node(router: &Router, id: u64) -> TestNode {
     let (log, sm) = open(dir.path(), store.clone()).await.unwrap();
     let views = sm.view_history();
     let config = Arc::new(raft_config(50, 300, 600).unwrap());
-    let raft = Raft::new(id, config, router.clone(), log.clone(), sm).await.unwrap();
+    let raft = Raft::new(id, config, router.clone(), log.clone(), sm)
+        .await
+        .unwrap();
     router.nodes.lock().unwrap().insert(id, raft.clone());
     TestNode {
         raft,
@@ -480,13 +528,22 @@ async fn three_nodes_replicate_and_a_late_learner_catches_up_by_snapshot() {
     n1.raft.trigger().snapshot().await.unwrap();
     n1.raft
         .wait(Some(Duration::from_secs(10)))
-        .snapshot(openraft::LogId::new(CommittedLeaderId::new(last.view, 1), last.seqno), "snapshot")
+        .snapshot(
+            openraft::LogId::new(CommittedLeaderId::new(last.view, 1), last.seqno),
+            "snapshot",
+        )
         .await
         .unwrap();
     n1.raft.trigger().purge_log(last.seqno).await.unwrap();
     n1.raft
         .wait(Some(Duration::from_secs(10)))
-        .purged(Some(openraft::LogId::new(CommittedLeaderId::new(last.view, 1), last.seqno)), "purged")
+        .purged(
+            Some(openraft::LogId::new(
+                CommittedLeaderId::new(last.view, 1),
+                last.seqno,
+            )),
+            "purged",
+        )
         .await
         .unwrap();
 
@@ -497,7 +554,11 @@ async fn three_nodes_replicate_and_a_late_learner_catches_up_by_snapshot() {
     assert_eq!(value(&n4.store, "k0").as_deref(), Some("v0"));
     assert_eq!(value(&n4.store, "after").as_deref(), Some("snapshot"));
     assert_eq!(n4.views.history(), n1.views.history());
-    assert_eq!(n4.log.term_at(last.seqno), None, "covered by the snapshot, not in the log");
+    assert_eq!(
+        n4.log.term_at(last.seqno),
+        None,
+        "covered by the snapshot, not in the log"
+    );
 
     for n in [&n1, &n2, &n3, &n4] {
         n.raft.shutdown().await.unwrap();

@@ -52,7 +52,11 @@ pub struct NodeAddr {
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{node_to_node: {}, rpc: {}}}", self.node_to_node, self.rpc)
+        write!(
+            f,
+            "{{node_to_node: {}, rpc: {}}}",
+            self.node_to_node, self.rpc
+        )
     }
 }
 

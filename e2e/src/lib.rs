@@ -45,16 +45,27 @@ impl NodeProc {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(charter_bin())
             .args(["node", self.verb, "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", std::env::var("CHARTER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CHARTER_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {} (build it with `cargo build`)", charter_bin().display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with `cargo build`)",
+                    charter_bin().display()
+                )
+            })?;
         self.child = Some(child);
         Ok(())
     }
@@ -117,18 +128,24 @@ pub struct Cluster {
 
 /// An HTTPS client that trusts only the service certificate and, if given,
 /// presents a client certificate.
-pub fn client(service_cert: &Path, identity: Option<(&Path, &Path)>) -> anyhow::Result<reqwest::Client> {
+pub fn client(
+    service_cert: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<reqwest::Client> {
     let pem = std::fs::read(service_cert)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert?)?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
     let config = match identity {
         Some((cert, key)) => {
-            let certs = rustls_pemfile::certs(&mut std::fs::read(cert)?.as_slice()).collect::<Result<Vec<_>, _>>()?;
+            let certs = rustls_pemfile::certs(&mut std::fs::read(cert)?.as_slice())
+                .collect::<Result<Vec<_>, _>>()?;
             let key = rustls_pemfile::private_key(&mut std::fs::read(key)?.as_slice())?
                 .ok_or_else(|| anyhow!("no key in {}", key.display()))?;
             builder.with_client_auth_cert(certs, key)?
@@ -159,7 +176,10 @@ impl ClusterOptions {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// Creates a key and self-signed certificate with `charter gov keygen`.
@@ -171,7 +191,10 @@ pub fn keygen(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     if !out.status.success() {
         bail!("keygen failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok((dir.join(format!("{name}_cert.pem")), dir.join(format!("{name}_privk.pem"))))
+    Ok((
+        dir.join(format!("{name}_cert.pem")),
+        dir.join(format!("{name}_privk.pem")),
+    ))
 }
 
 impl Cluster {
@@ -228,7 +251,9 @@ impl Cluster {
         cluster.wait_for_voters(1, Duration::from_secs(60)).await?;
         for i in 1..opts.nodes {
             cluster.nodes[i].spawn()?;
-            cluster.wait_for_voters(i + 1, Duration::from_secs(90)).await?;
+            cluster
+                .wait_for_voters(i + 1, Duration::from_secs(90))
+                .await?;
         }
         Ok(cluster)
     }
@@ -238,7 +263,11 @@ impl Cluster {
     }
 
     pub async fn get_json(&self, node: usize, path: &str) -> anyhow::Result<Value> {
-        let r = self.anonymous.get(self.nodes[node].url(path)).send().await?;
+        let r = self
+            .anonymous
+            .get(self.nodes[node].url(path))
+            .send()
+            .await?;
         let status = r.status();
         let v: Value = r.json().await?;
         if !status.is_success() {
@@ -271,7 +300,10 @@ impl Cluster {
                     .iter()
                     .map(|n| format!("--- node {} ---\n{}", n.index, n.log_tail(20)))
                     .collect();
-                bail!("cluster did not reach {n} voters within {limit:?}\n{}", logs.join("\n"));
+                bail!(
+                    "cluster did not reach {n} voters within {limit:?}\n{}",
+                    logs.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -286,8 +318,12 @@ impl Cluster {
                 if !self.nodes[i].is_running() {
                     continue;
                 }
-                let Ok(v) = self.get_json(i, "/node/network").await else { continue };
-                let Some(pid) = v["primary_id"].as_str() else { continue };
+                let Ok(v) = self.get_json(i, "/node/network").await else {
+                    continue;
+                };
+                let Some(pid) = v["primary_id"].as_str() else {
+                    continue;
+                };
                 let Some(addr) = v["nodes"]
                     .as_array()
                     .and_then(|a| a.iter().find(|n| n["node_id"] == pid))
@@ -318,7 +354,12 @@ impl Cluster {
     }
 
     /// Waits until node `i` has committed at least `seqno`.
-    pub async fn wait_for_commit(&self, i: usize, seqno: u64, limit: Duration) -> anyhow::Result<()> {
+    pub async fn wait_for_commit(
+        &self,
+        i: usize,
+        seqno: u64,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(v) = self.get_json(i, "/node/commit").await {
@@ -332,7 +373,10 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("node {i} did not commit seqno {seqno} within {limit:?}:\n{}", self.nodes[i].log_tail(20));
+                bail!(
+                    "node {i} did not commit seqno {seqno} within {limit:?}:\n{}",
+                    self.nodes[i].log_tail(20)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -345,7 +389,11 @@ impl Cluster {
 
 /// `view.seqno` from a response's transaction id header.
 pub fn txid_of(resp: &reqwest::Response) -> Option<(u64, u64)> {
-    let v = resp.headers().get("x-ms-ccf-transaction-id")?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get("x-ms-ccf-transaction-id")?
+        .to_str()
+        .ok()?;
     let (a, b) = v.split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }

@@ -44,7 +44,10 @@ async fn read(c: &Cluster, node: usize, id: u64) -> anyhow::Result<String> {
 
 async fn tx_status(c: &Cluster, node: usize, txid: (u64, u64)) -> anyhow::Result<String> {
     let v = c
-        .get_json(node, &format!("/node/tx?transaction_id={}.{}", txid.0, txid.1))
+        .get_json(
+            node,
+            &format!("/node/tx?transaction_id={}.{}", txid.0, txid.1),
+        )
         .await?;
     Ok(v["status"].as_str().unwrap_or_default().to_string())
 }
@@ -74,9 +77,14 @@ async fn three_nodes_replicate_fail_over_and_catch_up() -> anyhow::Result<()> {
 
     // Every node applies every write.
     for node in 0..3 {
-        c.wait_for_commit(node, last, Duration::from_secs(30)).await?;
+        c.wait_for_commit(node, last, Duration::from_secs(30))
+            .await?;
         for id in 0..100 {
-            assert_eq!(read(&c, node, id).await?, format!("message {id}"), "node {node} id {id}");
+            assert_eq!(
+                read(&c, node, id).await?,
+                format!("message {id}"),
+                "node {node} id {id}"
+            );
         }
         assert_eq!(tx_status(&c, node, txids[0]).await?, "Committed");
     }
@@ -93,7 +101,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up() -> anyhow::Result<()> {
     // Every acknowledged write survives, on both remaining nodes.
     let alive: Vec<usize> = (0..3).filter(|i| *i != old).collect();
     for &node in &alive {
-        c.wait_for_commit(node, last, Duration::from_secs(30)).await?;
+        c.wait_for_commit(node, last, Duration::from_secs(30))
+            .await?;
         for id in 0..100 {
             assert_eq!(read(&c, node, id).await?, format!("message {id}"));
         }
@@ -110,9 +119,14 @@ async fn three_nodes_replicate_fail_over_and_catch_up() -> anyhow::Result<()> {
 
     // The killed node restarts from its RocksDB files and catches up.
     c.restart(old)?;
-    c.wait_for_commit(old, newest, Duration::from_secs(60)).await?;
+    c.wait_for_commit(old, newest, Duration::from_secs(60))
+        .await?;
     for id in 0..110 {
-        assert_eq!(read(&c, old, id).await?, format!("message {id}"), "restarted node, id {id}");
+        assert_eq!(
+            read(&c, old, id).await?,
+            format!("message {id}"),
+            "restarted node, id {id}"
+        );
     }
     // The old view's writes are still Committed everywhere, including on the
     // restarted node.

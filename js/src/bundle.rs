@@ -113,11 +113,15 @@ impl AppBundle {
 
     /// Builds a bundle from `app.json` text and module sources (keys are
     /// module names such as `logging.js` or `lib/util.js`).
-    pub fn from_parts(app_json: &str, modules: BTreeMap<String, String>) -> Result<AppBundle, BundleError> {
-        let parsed: AppJson = serde_json::from_str(app_json).map_err(|e| BundleError::Metadata {
-            path: PathBuf::from("app.json"),
-            message: e.to_string(),
-        })?;
+    pub fn from_parts(
+        app_json: &str,
+        modules: BTreeMap<String, String>,
+    ) -> Result<AppBundle, BundleError> {
+        let parsed: AppJson =
+            serde_json::from_str(app_json).map_err(|e| BundleError::Metadata {
+                path: PathBuf::from("app.json"),
+                message: e.to_string(),
+            })?;
         let modules: BTreeMap<String, String> = modules
             .into_iter()
             .map(|(name, source)| (normalize_module_name(&name), source))
@@ -135,11 +139,17 @@ impl AppBundle {
             for (method, def) in methods {
                 let method = method.to_ascii_lowercase();
                 if !METHODS.contains(&method.as_str()) {
-                    return Err(bad(&method, format!("unknown HTTP method (expected one of {METHODS:?})")));
+                    return Err(bad(
+                        &method,
+                        format!("unknown HTTP method (expected one of {METHODS:?})"),
+                    ));
                 }
                 let module = normalize_module_name(&def.js_module);
                 if !modules.contains_key(&module) {
-                    return Err(bad(&method, format!("js_module {:?} is not in the bundle's src/", def.js_module)));
+                    return Err(bad(
+                        &method,
+                        format!("js_module {:?} is not in the bundle's src/", def.js_module),
+                    ));
                 }
                 if def.js_function.is_empty() {
                     return Err(bad(&method, "js_function is empty".into()));
@@ -162,7 +172,11 @@ impl AppBundle {
 
     /// The endpoint for `method` on `path` (the part after `/app`), with
     /// the values of `{name}` segments of its template.
-    pub fn find(&self, method: &str, path: &str) -> Option<(EndpointDef, BTreeMap<String, String>)> {
+    pub fn find(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Option<(EndpointDef, BTreeMap<String, String>)> {
         let method = method.to_ascii_lowercase();
         if let Some(def) = self.endpoints.get(&(path.to_string(), method.clone())) {
             return Some((def.clone(), BTreeMap::new()));
@@ -170,7 +184,9 @@ impl AppBundle {
         self.endpoints
             .iter()
             .filter(|((_, m), _)| *m == method)
-            .find_map(|((template, _), def)| match_template(template, path).map(|p| (def.clone(), p)))
+            .find_map(|((template, _), def)| {
+                match_template(template, path).map(|p| (def.clone(), p))
+            })
     }
 
     /// Whether some endpoint (with any method) serves `path`: tells 405 from 404.
@@ -189,7 +205,9 @@ impl AppBundle {
     }
 
     pub fn endpoints(&self) -> impl Iterator<Item = (&str, &str, &EndpointDef)> {
-        self.endpoints.iter().map(|((p, m), d)| (p.as_str(), m.as_str(), d))
+        self.endpoints
+            .iter()
+            .map(|((p, m), d)| (p.as_str(), m.as_str(), d))
     }
 }
 
@@ -245,7 +263,11 @@ fn match_template(template: &str, path: &str) -> Option<BTreeMap<String, String>
     Some(params)
 }
 
-fn collect_modules(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), BundleError> {
+fn collect_modules(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), BundleError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BundleError::Io { path, source }
@@ -257,7 +279,10 @@ fn collect_modules(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) 
         let kind = entry.file_type().map_err(io(&path))?;
         if kind.is_dir() {
             collect_modules(root, &path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("js" | "mjs")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("js" | "mjs")
+        ) {
             let source = std::fs::read_to_string(&path).map_err(io(&path))?;
             let rel = path.strip_prefix(root).unwrap_or(&path);
             let name = rel
@@ -308,9 +333,18 @@ mod tests {
     #[test]
     fn rejects_bad_metadata() {
         assert!(bundle("not json").is_err());
-        assert!(bundle(r#"{"endpoints": {"/x": {"get": {"js_module": "missing.js", "js_function": "f"}}}}"#).is_err());
-        assert!(bundle(r#"{"endpoints": {"/x": {"fetch": {"js_module": "app.js", "js_function": "f"}}}}"#).is_err());
-        assert!(bundle(r#"{"endpoints": {"x": {"get": {"js_module": "app.js", "js_function": "f"}}}}"#).is_err());
+        assert!(bundle(
+            r#"{"endpoints": {"/x": {"get": {"js_module": "missing.js", "js_function": "f"}}}}"#
+        )
+        .is_err());
+        assert!(bundle(
+            r#"{"endpoints": {"/x": {"fetch": {"js_module": "app.js", "js_function": "f"}}}}"#
+        )
+        .is_err());
+        assert!(bundle(
+            r#"{"endpoints": {"x": {"get": {"js_module": "app.js", "js_function": "f"}}}}"#
+        )
+        .is_err());
         assert!(bundle(r#"{"endpoints": {"/x": {"get": {"js_module": "app.js", "js_function": "f", "mode": "sideways"}}}}"#).is_err());
         let err = bundle(r#"{"endpoints": {"/x": {"get": {"js_module": "app.js", "js_function": "f", "forwarding_required": "maybe"}}}}"#)
             .unwrap_err()
@@ -324,7 +358,10 @@ mod tests {
         assert_eq!(resolve_specifier("lib/util.js", "../app.js"), "app.js");
         assert_eq!(resolve_specifier("lib/util.js", "./x.js"), "lib/x.js");
         assert_eq!(resolve_specifier("lib/util.js", "/app.js"), "app.js");
-        assert_eq!(resolve_specifier("a.js", "../../../etc/passwd"), "etc/passwd");
+        assert_eq!(
+            resolve_specifier("a.js", "../../../etc/passwd"),
+            "etc/passwd"
+        );
     }
 
     #[test]

@@ -194,7 +194,9 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Result<u32, EntryError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], EntryError> {
@@ -242,7 +244,10 @@ mod tests {
         let bytes = sample().encode();
         assert_eq!(LedgerEntry::decode(&bytes).unwrap(), sample());
         for n in 0..bytes.len() {
-            assert!(LedgerEntry::decode(&bytes[..n]).is_err(), "prefix {n} decoded");
+            assert!(
+                LedgerEntry::decode(&bytes[..n]).is_err(),
+                "prefix {n} decoded"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);

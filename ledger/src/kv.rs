@@ -270,7 +270,11 @@ impl Store {
     /// Replaces the whole committed state, e.g. when a snapshot is
     /// installed or the state is loaded from disk at startup. Pending write
     /// sets are dropped.
-    pub fn reset(&self, last_applied: u64, entries: impl IntoIterator<Item = (String, Key, Value, u64)>) {
+    pub fn reset(
+        &self,
+        last_applied: u64,
+        entries: impl IntoIterator<Item = (String, Key, Value, u64)>,
+    ) {
         let mut fresh = State {
             last_applied,
             ..State::default()
@@ -448,7 +452,9 @@ impl Tx {
 
     fn check_writable(&self, map: &str) -> Result<(), CommitError> {
         if self.read_only {
-            return Err(CommitError::ReadOnly { map: map.to_string() });
+            return Err(CommitError::ReadOnly {
+                map: map.to_string(),
+            });
         }
         Ok(())
     }
@@ -512,7 +518,11 @@ mod tests {
         commit(&s, 1, pa);
         commit(&s, 2, pb);
         let mut check = s.begin_read_only();
-        assert_eq!(read_u64(&mut check, b"k"), 2, "result equals serial execution");
+        assert_eq!(
+            read_u64(&mut check, b"k"),
+            2,
+            "result equals serial execution"
+        );
     }
 
     #[test]
@@ -612,7 +622,10 @@ mod tests {
     fn read_only_transactions_refuse_writes() {
         let s = store();
         let mut tx = s.begin_read_only();
-        assert!(matches!(tx.set(M, b"k", b"v"), Err(CommitError::ReadOnly { .. })));
+        assert!(matches!(
+            tx.set(M, b"k", b"v"),
+            Err(CommitError::ReadOnly { .. })
+        ));
         assert!(tx.delete(M, b"k").is_err());
         let (id, ws) = s.prepare(tx).unwrap();
         assert!(id.is_none() && ws.is_empty());
@@ -625,7 +638,11 @@ mod tests {
         tx.set(M, b"k", b"v").unwrap();
         let (id, _) = s.prepare(tx).unwrap();
         assert_eq!(s.begin().get(M, b"k"), Some(b"v".to_vec()));
-        assert_eq!(s.begin_read_only().get(M, b"k"), None, "read-only sees committed only");
+        assert_eq!(
+            s.begin_read_only().get(M, b"k"),
+            None,
+            "read-only sees committed only"
+        );
         s.release(id.unwrap());
         assert_eq!(s.begin().get(M, b"k"), None, "failed append leaves nothing");
         s.reset(7, vec![(M.to_string(), b"x".to_vec(), b"y".to_vec(), 7)]);

@@ -72,28 +72,31 @@ fn default_js_workers() -> usize {
     2
 }
 fn default_heartbeat_ms() -> u64 {
-    100
+    charter_consensus::config::DEFAULT_HEARTBEAT_MS
 }
 fn default_election_min_ms() -> u64 {
-    1000
+    charter_consensus::config::DEFAULT_ELECTION_MIN_MS
 }
 fn default_election_max_ms() -> u64 {
-    2000
+    charter_consensus::config::DEFAULT_ELECTION_MAX_MS
 }
 
 impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let config: NodeConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        let config: NodeConfig = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> anyhow::Result<()> {
         if self.rpc_address == self.node_address {
-            bail!("rpc_address and node_address must differ (both are {})", self.rpc_address);
+            bail!(
+                "rpc_address and node_address must differ (both are {})",
+                self.rpc_address
+            );
         }
         if self.js_workers == 0 {
             bail!("js_workers must be at least 1");
@@ -102,7 +105,10 @@ impl NodeConfig {
             bail!("max_body_bytes must be at least 1");
         }
         let r = &self.raft;
-        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms || r.election_timeout_max_ms <= r.election_timeout_min_ms {
+        if r.heartbeat_ms == 0
+            || r.election_timeout_min_ms <= r.heartbeat_ms
+            || r.election_timeout_max_ms <= r.election_timeout_min_ms
+        {
             bail!("raft timings must satisfy 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
         }
         Ok(())

@@ -74,12 +74,17 @@ impl ForwardedRequest {
         let method = http::Method::from_bytes(self.method.as_bytes()).map_err(|e| e.to_string())?;
         let mut headers = http::HeaderMap::new();
         for (k, v) in self.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
                 headers.append(k, v);
             }
         }
         let peer_cert = match self.caller_cert {
-            Some(c) => Some(std::sync::Arc::new(B64.decode(c).map_err(|e| e.to_string())?)),
+            Some(c) => Some(std::sync::Arc::new(
+                B64.decode(c).map_err(|e| e.to_string())?,
+            )),
             None => None,
         };
         Ok(HttpRequest {
@@ -114,7 +119,13 @@ pub async fn to_primary(node: &Node, req: &HttpRequest) -> Response<Body> {
     let payload = ForwardedRequest::from_request(req);
     let body = match serde_json::to_vec(&payload) {
         Ok(b) => b,
-        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        }
     };
     for _attempt in 0..5 {
         let Some((primary_id, addr)) = node.primary(Duration::from_secs(5)).await else {
@@ -156,7 +167,9 @@ pub async fn to_primary(node: &Node, req: &HttpRequest) -> Response<Body> {
                 return error_response(
                     StatusCode::BAD_GATEWAY,
                     "ForwardingFailed",
-                    format!("reading the primary's answer failed; the request may or may not have run: {e}"),
+                    format!(
+                    "reading the primary's answer failed; the request may or may not have run: {e}"
+                ),
                 )
             }
         };
@@ -167,13 +180,20 @@ pub async fn to_primary(node: &Node, req: &HttpRequest) -> Response<Body> {
         let fwd: ForwardedResponse = match serde_json::from_slice(&bytes) {
             Ok(f) => f,
             Err(e) => {
-                return error_response(StatusCode::BAD_GATEWAY, "ForwardingFailed", format!("bad answer from primary: {e}"))
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "ForwardingFailed",
+                    format!("bad answer from primary: {e}"),
+                )
             }
         };
         let mut out = Response::new(Full::new(Bytes::from(fwd.body)));
         *out.status_mut() = StatusCode::from_u16(fwd.status).unwrap_or(StatusCode::BAD_GATEWAY);
         for (k, v) in fwd.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
                 out.headers_mut().append(k, v);
             }
         }

@@ -30,7 +30,9 @@ pub struct HttpRequest {
 
 impl HttpRequest {
     pub fn query_param(&self, name: &str) -> Option<String> {
-        url_query_pairs(&self.query).find(|(k, _)| k == name).map(|(_, v)| v)
+        url_query_pairs(&self.query)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -70,12 +72,18 @@ pub fn percent_decode(s: &str) -> String {
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
-pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> Response<Body> {
     json_response(
         status,
         &serde_json::json!({"error": {"code": code, "message": message.into()}}),
@@ -108,7 +116,12 @@ pub async fn serve<H, F>(
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, "TLS handshake failed: {e}");
@@ -128,7 +141,11 @@ pub async fn serve<H, F>(
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
                 let peer_cert = peer_cert.clone();
-                async move { Ok::<_, Infallible>(read_and_handle(req, peer_cert, max_body_bytes, remote, handler).await) }
+                async move {
+                    Ok::<_, Infallible>(
+                        read_and_handle(req, peer_cert, max_body_bytes, remote, handler).await,
+                    )
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -171,10 +188,16 @@ where
     let body = match Limited::new(body, max_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return too_large();
             }
-            return error_response(StatusCode::BAD_REQUEST, "BadRequest", format!("reading request body: {e}"));
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("reading request body: {e}"),
+            );
         }
     };
     let incoming = HttpRequest {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, IsCa,
-    KeyPair, KeyUsagePurpose, PKCS_ED25519,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, IsCa, KeyPair, KeyUsagePurpose, PKCS_ED25519,
 };
 use sha2::{Digest, Sha256};
 
@@ -79,7 +79,8 @@ pub fn new_node_key_and_csr(hosts: &[String]) -> anyhow::Result<(String, String)
 
 /// The service endorses a node: signs the node's CSR with the service key.
 pub fn endorse_node(csr_pem: &str, service: &Identity) -> anyhow::Result<String> {
-    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| anyhow!("bad CSR: {e}"))?;
+    let csr =
+        CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| anyhow!("bad CSR: {e}"))?;
     let service_key = KeyPair::from_pem(&service.key_pem).context("service key")?;
     let issuer = CertificateParams::from_ca_cert_pem(&service.cert_pem)
         .context("service certificate")?
@@ -157,7 +158,8 @@ mod tests {
         // The endorsed certificate chains to the service certificate.
         let roots = {
             let mut r = rustls::RootCertStore::empty();
-            r.add(pem_to_der(&service.cert_pem).unwrap().into()).unwrap();
+            r.add(pem_to_der(&service.cert_pem).unwrap().into())
+                .unwrap();
             r
         };
         let der = pem_to_der(&node_cert).unwrap();
@@ -181,7 +183,13 @@ mod tests {
         let stranger = endorse_node(&csr, &other).unwrap();
         let stranger = rustls::pki_types::CertificateDer::from(pem_to_der(&stranger).unwrap());
         assert!(verifier
-            .verify_server_cert(&stranger, &[], &name, &[], rustls::pki_types::UnixTime::now())
+            .verify_server_cert(
+                &stranger,
+                &[],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now()
+            )
             .is_err());
     }
 }

@@ -106,14 +106,24 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn keygen(name: &str, out: &std::path::Path) -> anyhow::Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        anyhow::bail!("--name must be letters, digits, '_' or '-' (it names the files), got {name:?}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        anyhow::bail!(
+            "--name must be letters, digits, '_' or '-' (it names the files), got {name:?}"
+        );
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let cert = out.join(format!("{name}_cert.pem"));
     let key = out.join(format!("{name}_privk.pem"));
     if cert.exists() || key.exists() {
-        anyhow::bail!("{} or {} already exists; not overwriting", cert.display(), key.display());
+        anyhow::bail!(
+            "{} or {} already exists; not overwriting",
+            cert.display(),
+            key.display()
+        );
     }
     let id = identity::new_client_identity(name)?;
     identity::write_private(&key, &id.key_pem)?;
@@ -146,11 +156,16 @@ async fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     let rpc_tls = tls::client_api_server(&node.identity, &node.service.cert_pem)?;
     let n = node.clone();
     // Node-to-node messages carry whole batches of log entries.
-    tokio::spawn(http::serve(node_listener, peer_tls, 256 * 1024 * 1024, move |req| {
-        peer::handle(n.clone(), req)
-    }));
+    tokio::spawn(http::serve(
+        node_listener,
+        peer_tls,
+        256 * 1024 * 1024,
+        move |req| peer::handle(n.clone(), req),
+    ));
     let n = node.clone();
-    tokio::spawn(http::serve(rpc_listener, rpc_tls, max_body, move |req| rpc::handle(n.clone(), req)));
+    tokio::spawn(http::serve(rpc_listener, rpc_tls, max_body, move |req| {
+        rpc::handle(n.clone(), req)
+    }));
     tracing::info!(
         node_id = node.id,
         rpc = %node.config.rpc_address,

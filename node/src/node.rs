@@ -89,10 +89,18 @@ pub fn has_state(data_dir: &Path) -> bool {
 }
 
 fn hosts_of(config: &NodeConfig) -> Vec<String> {
-    vec![config.rpc_address.ip().to_string(), config.node_address.ip().to_string()]
+    vec![
+        config.rpc_address.ip().to_string(),
+        config.node_address.ip().to_string(),
+    ]
 }
 
-fn save_identity(config: &NodeConfig, node_id: u64, node: &Identity, service: &Identity) -> anyhow::Result<()> {
+fn save_identity(
+    config: &NodeConfig,
+    node_id: u64,
+    node: &Identity,
+    service: &Identity,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let (file, key, cert, scert, skey) = paths(&config.data_dir);
@@ -107,8 +115,10 @@ fn save_identity(config: &NodeConfig, node_id: u64, node: &Identity, service: &I
 
 fn load_identity(config: &NodeConfig) -> anyhow::Result<(u64, Identity, Identity)> {
     let (file, key, cert, scert, skey) = paths(&config.data_dir);
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let nf: NodeFile = serde_json::from_str(&read(&file)?).with_context(|| format!("parsing {}", file.display()))?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let nf: NodeFile = serde_json::from_str(&read(&file)?)
+        .with_context(|| format!("parsing {}", file.display()))?;
     Ok((
         nf.node_id,
         Identity {
@@ -141,13 +151,21 @@ impl Node {
             config.raft.election_timeout_max_ms,
         )
         .map_err(|e| anyhow!("invalid [raft] timings in the config: {e}"))?;
-        let raft = Raft::new(id, Arc::new(raft_config), Network::new(peers.clone()), log.clone(), sm)
-            .await
-            .map_err(|e| anyhow!("starting Raft: {e}"))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            Network::new(peers.clone()),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| anyhow!("starting Raft: {e}"))?;
         let app = match app_dir.or_else(|| config.app.clone()) {
-            Some(dir) => Some(Arc::new(
-                AppBundle::load(&dir).map_err(|e| anyhow!("loading app bundle {}: {e}", dir.display()))?,
-            )),
+            Some(dir) => {
+                Some(Arc::new(AppBundle::load(&dir).map_err(|e| {
+                    anyhow!("loading app bundle {}: {e}", dir.display())
+                })?))
+            }
             None => None,
         };
         let engine = Arc::new(JsEngine::new(config.js_workers, Limits::default()));
@@ -198,13 +216,16 @@ impl Node {
             .initialize(nodes)
             .await
             .map_err(|e| anyhow!("initialising Raft: {e}"))?;
-        node.wait_until_ready_primary(Duration::from_secs(30)).await?;
+        node.wait_until_ready_primary(Duration::from_secs(30))
+            .await?;
         // Genesis: the service's first transaction.
         let id = node.id;
         let own = node.own_info_json();
         let service_cert = node.service.cert_pem.clone();
-        node.write_internal(move |tx| tables::genesis(tx, &service_cert, &users, &members, id, &own))
-            .await?;
+        node.write_internal(move |tx| {
+            tables::genesis(tx, &service_cert, &users, &members, id, &own)
+        })
+        .await?;
         node.publish_service_cert()?;
         Ok(node)
     }
@@ -219,10 +240,17 @@ impl Node {
             .join_target
             .clone()
             .ok_or_else(|| anyhow!("`join_target` is missing from the config: the rpc address of a node of the service"))?;
-        let service_cert = std::fs::read_to_string(&config.service_cert)
-            .with_context(|| format!("reading the service certificate {}", config.service_cert.display()))?;
+        let service_cert = std::fs::read_to_string(&config.service_cert).with_context(|| {
+            format!(
+                "reading the service certificate {}",
+                config.service_cert.display()
+            )
+        })?;
         let (node_key, csr) = identity::new_node_key_and_csr(&hosts_of(&config))?;
-        let client = crate::tls::reqwest_client(crate::tls::service_client(&service_cert, None)?, Duration::from_secs(30))?;
+        let client = crate::tls::reqwest_client(
+            crate::tls::service_client(&service_cert, None)?,
+            Duration::from_secs(30),
+        )?;
         let request = JoinRequest {
             csr,
             node_address: config.node_address.to_string(),
@@ -236,9 +264,15 @@ impl Node {
                 .send()
                 .await;
             match attempt {
-                Ok(r) if r.status().is_success() => break r.json().await.context("parsing the join response")?,
+                Ok(r) if r.status().is_success() => {
+                    break r.json().await.context("parsing the join response")?
+                }
                 Ok(r) if r.status().is_client_error() => {
-                    bail!("the service refused to let this node join: {} {}", r.status(), r.text().await.unwrap_or_default())
+                    bail!(
+                        "the service refused to let this node join: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )
                 }
                 Ok(r) => tracing::info!("join: {} answered {}; retrying", target, r.status()),
                 Err(e) => tracing::info!("join: cannot reach {target} ({e}); retrying"),
@@ -302,7 +336,8 @@ impl Node {
         let m = self.metrics();
         m.current_leader == Some(self.id)
             && m.state == openraft::ServerState::Leader
-            && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
     pub async fn wait_until_ready_primary(&self, limit: Duration) -> anyhow::Result<()> {
@@ -348,7 +383,10 @@ impl Node {
         if !read_only && !self.is_ready_primary() {
             return Err(CommitFailure::NotPrimary);
         }
-        let (pending, ws) = self.store.prepare(tx).map_err(|_| CommitFailure::Conflict)?;
+        let (pending, ws) = self
+            .store
+            .prepare(tx)
+            .map_err(|_| CommitFailure::Conflict)?;
         let Some(pending) = pending else {
             drop(guard);
             return Ok(self.committed_txid());
@@ -366,9 +404,13 @@ impl Node {
         self.store.release(pending);
         match outcome {
             Ok(Ok(Ok(resp))) => Ok(TxId::new(resp.log_id.leader_id.term, resp.log_id.index)),
-            Ok(Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(_)))) => Err(CommitFailure::NotPrimary),
+            Ok(Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(_)))) => {
+                Err(CommitFailure::NotPrimary)
+            }
             Ok(Ok(Err(e))) => Err(CommitFailure::Internal(e.to_string())),
-            Ok(Err(_)) => Err(CommitFailure::Timeout("Raft dropped the write (leadership changed?)".into())),
+            Ok(Err(_)) => Err(CommitFailure::Timeout(
+                "Raft dropped the write (leadership changed?)".into(),
+            )),
             Err(_) => Err(CommitFailure::Timeout("no commit within 30 s".into())),
         }
     }
@@ -426,7 +468,10 @@ impl Node {
             .map_err(|_| anyhow!("rpc_address {:?} is not host:port", req.rpc_address))?;
         let m = self.metrics();
         let membership = m.membership_config.membership();
-        if let Some((id, _)) = membership.nodes().find(|(_, a)| a.node_to_node == addr.node_to_node) {
+        if let Some((id, _)) = membership
+            .nodes()
+            .find(|(_, a)| a.node_to_node == addr.node_to_node)
+        {
             bail!("node {id} already uses node_address {}", addr.node_to_node);
         }
         let node_id = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0) + 1;
@@ -436,8 +481,12 @@ impl Node {
             .await
             .map_err(|e| anyhow!("adding node {node_id} as a learner: {e}"))?;
         let info = tables::node_info(&node_cert, &addr, "Trusted");
-        self.write_internal(move |tx| tables::set_node(tx, node_id, &info)).await?;
-        tracing::info!(node_id, "node joined as a learner; it becomes a voter once it catches up");
+        self.write_internal(move |tx| tables::set_node(tx, node_id, &info))
+            .await?;
+        tracing::info!(
+            node_id,
+            "node joined as a learner; it becomes a voter once it catches up"
+        );
         let me = self.clone();
         tokio::spawn(async move { me.promote_when_caught_up(node_id).await });
         Ok(JoinResponse {
@@ -453,7 +502,10 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let m = self.metrics();
             if m.current_leader != Some(self.id) {
-                tracing::warn!(node_id, "lost primary role before promoting node; the operator must retry the join");
+                tracing::warn!(
+                    node_id,
+                    "lost primary role before promoting node; the operator must retry the join"
+                );
                 return;
             }
             let target = m.last_applied.map(|l| l.index).unwrap_or(0);
@@ -480,7 +532,10 @@ impl Node {
                 Err(e) => tracing::info!(node_id, "promotion not yet possible: {e}"),
             }
         }
-        tracing::error!(node_id, "node did not catch up within 300 s; it stays a learner");
+        tracing::error!(
+            node_id,
+            "node did not catch up within 300 s; it stays a learner"
+        );
     }
 }
 
@@ -488,8 +543,10 @@ fn read_certs(paths: &[PathBuf], what: &str) -> anyhow::Result<Vec<String>> {
     paths
         .iter()
         .map(|p| {
-            let pem = std::fs::read_to_string(p).with_context(|| format!("reading {what} certificate {}", p.display()))?;
-            identity::pem_to_der(&pem).with_context(|| format!("{what} certificate {}", p.display()))?;
+            let pem = std::fs::read_to_string(p)
+                .with_context(|| format!("reading {what} certificate {}", p.display()))?;
+            identity::pem_to_der(&pem)
+                .with_context(|| format!("{what} certificate {}", p.display()))?;
             Ok(pem)
         })
         .collect()

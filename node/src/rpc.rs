@@ -25,18 +25,32 @@ pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
     match (req.method.clone(), path.as_str()) {
         (Method::GET, "/node/state") => node_state(&node),
         (Method::GET, "/node/network") => node_network(&node),
-        (Method::GET, "/node/commit") => json_response(StatusCode::OK, &json!({"transaction_id": node.committed_txid().to_string()})),
+        (Method::GET, "/node/commit") => json_response(
+            StatusCode::OK,
+            &json!({"transaction_id": node.committed_txid().to_string()}),
+        ),
         (Method::GET, "/node/tx") => node_tx(&node, &req),
         (Method::GET, "/node/version") => json_response(
             StatusCode::OK,
             &json!({"version": env!("CARGO_PKG_VERSION"), "app_engine": "v8", "governance_engine": "none"}),
         ),
+        (Method::GET, "/node/js_metrics") => js_metrics(&node),
         (Method::POST, "/node/join") => join(&node, req, false).await,
         (_, p) if p == "/app" || p.starts_with("/app/") => handle_app(&node, req, false).await,
-        (_, "/node/state" | "/node/network" | "/node/commit" | "/node/tx" | "/node/version" | "/node/join") => {
-            error_response(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{} is not allowed on {path}", req.method))
-        }
-        _ => error_response(StatusCode::NOT_FOUND, "ResourceNotFound", format!("no endpoint at {path}")),
+        (
+            _,
+            "/node/state" | "/node/network" | "/node/commit" | "/node/tx" | "/node/version"
+            | "/node/join",
+        ) => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{} is not allowed on {path}", req.method),
+        ),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("no endpoint at {path}"),
+        ),
     }
 }
 
@@ -51,6 +65,27 @@ fn node_state(node: &Node) -> Response<Body> {
             "primary_id": m.current_leader.map(|l| l.to_string()),
             "last_committed": node.committed_txid().to_string(),
             "last_log_index": m.last_log_index.unwrap_or(0),
+        }),
+    )
+}
+
+fn js_metrics(node: &Node) -> Response<Body> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = node.engine.metrics();
+    let limits = node.engine.limits();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "engine": "v8",
+            "workers": node.engine.workers(),
+            "executions": m.executions.load(Relaxed),
+            "exceptions": m.exceptions.load(Relaxed),
+            "isolates_created": m.isolates_created.load(Relaxed),
+            "limit_hits": {
+                "execution_time": m.timeouts.load(Relaxed),
+                "heap": m.heap_limit_hits.load(Relaxed),
+            },
+            "limits": limits,
         }),
     )
 }
@@ -91,14 +126,27 @@ fn node_network(node: &Node) -> Response<Body> {
 
 fn node_tx(node: &Node, req: &HttpRequest) -> Response<Body> {
     let Some(raw) = req.query_param("transaction_id") else {
-        return error_response(StatusCode::BAD_REQUEST, "MissingQueryParameter", "transaction_id is required, e.g. ?transaction_id=2.15");
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "MissingQueryParameter",
+            "transaction_id is required, e.g. ?transaction_id=2.15",
+        );
     };
     let id: TxId = match raw.parse() {
         Ok(id) => id,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "InvalidQueryParameterValue", e.to_string()),
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidQueryParameterValue",
+                e.to_string(),
+            )
+        }
     };
     let status = tx_status(node, id);
-    json_response(StatusCode::OK, &json!({"transaction_id": id.to_string(), "status": status}))
+    json_response(
+        StatusCode::OK,
+        &json!({"transaction_id": id.to_string(), "status": status}),
+    )
 }
 
 /// CCF's transaction statuses: Committed, Pending, Invalid, Unknown.
@@ -140,17 +188,31 @@ async fn join(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<B
     }
     let join: JoinRequest = match serde_json::from_slice(&req.body) {
         Ok(j) => j,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "InvalidJoinRequest", format!("bad join request: {e}")),
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidJoinRequest",
+                format!("bad join request: {e}"),
+            )
+        }
     };
     match node.admit(join).await {
-        Ok(resp) => json_response(StatusCode::OK, &serde_json::to_value(resp).unwrap_or_default()),
+        Ok(resp) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(resp).unwrap_or_default(),
+        ),
         Err(e) => error_response(StatusCode::BAD_REQUEST, "JoinRefused", format!("{e:#}")),
     }
 }
 
 pub fn not_primary() -> Response<Body> {
-    let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "NotPrimary", "this node is not the primary");
-    r.headers_mut().insert("x-charter-not-primary", HeaderValue::from_static("1"));
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "NotPrimary",
+        "this node is not the primary",
+    );
+    r.headers_mut()
+        .insert("x-charter-not-primary", HeaderValue::from_static("1"));
     r
 }
 
@@ -163,7 +225,11 @@ pub async fn handle_forwarded(node: Arc<Node>, req: HttpRequest) -> Response<Bod
 }
 
 /// Who is calling, as the endpoint's authentication policies decide.
-fn authenticate(node: &Node, ep: &EndpointDef, peer_cert: Option<&Vec<u8>>) -> Result<serde_json::Value, Response<Body>> {
+fn authenticate(
+    node: &Node,
+    ep: &EndpointDef,
+    peer_cert: Option<&Vec<u8>>,
+) -> Result<serde_json::Value, Box<Response<Body>>> {
     if ep.authn_policies.is_empty() || ep.authn_policies.iter().any(|p| p == "no_auth") {
         return Ok(json!({"policy": "no_auth"}));
     }
@@ -189,16 +255,20 @@ fn authenticate(node: &Node, ep: &EndpointDef, peer_cert: Option<&Vec<u8>>) -> R
             None => tried.push(format!("{policy}: certificate {id} is not registered")),
         }
     }
-    Err(error_response(
+    Err(Box::new(error_response(
         StatusCode::UNAUTHORIZED,
         "InvalidAuthenticationInfo",
         format!("could not authenticate the caller: {}", tried.join("; ")),
-    ))
+    )))
 }
 
 async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<Body> {
     let Some(bundle) = node.app() else {
-        return error_response(StatusCode::NOT_FOUND, "ResourceNotFound", "no application is installed on this service");
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "no application is installed on this service",
+        );
     };
     let sub = req.path.strip_prefix("/app").unwrap_or("");
     let sub = if sub.is_empty() { "/" } else { sub };
@@ -210,17 +280,26 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
                 format!("{} is not allowed on {}", req.method, req.path),
             );
         }
-        return error_response(StatusCode::NOT_FOUND, "ResourceNotFound", format!("no endpoint at {}", req.path));
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("no endpoint at {}", req.path),
+        );
     };
     let caller = match authenticate(node, &ep, req.peer_cert.as_deref()) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let writes = matches!(ep.mode, Mode::Readwrite);
     if writes && ep.forwarding_required != "never" && !node.is_ready_primary() {
         if forwarded {
             // Give a fresh primary a moment to become ready before refusing.
-            if node.is_primary() && node.wait_until_ready_primary(Duration::from_secs(5)).await.is_ok() {
+            if node.is_primary()
+                && node
+                    .wait_until_ready_primary(Duration::from_secs(5))
+                    .await
+                    .is_ok()
+            {
                 // fall through and execute
             } else {
                 return not_primary();
@@ -232,7 +311,11 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
     let js_req = JsRequest {
         method: req.method.to_string(),
         path: req.path.clone(),
-        url: if req.query.is_empty() { req.path.clone() } else { format!("{}?{}", req.path, req.query) },
+        url: if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        },
         route: sub.to_string(),
         query: req.query.clone(),
         params,
@@ -245,8 +328,16 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
         caller,
     };
     for attempt in 0..MAX_ATTEMPTS {
-        let tx = if writes { node.store.begin() } else { node.store.begin_read_only() };
-        let (resp, tx) = match node.engine.execute(bundle.clone(), ep.clone(), js_req.clone(), tx).await {
+        let tx = if writes {
+            node.store.begin()
+        } else {
+            node.store.begin_read_only()
+        };
+        let (resp, tx) = match node
+            .engine
+            .execute(bundle.clone(), ep.clone(), js_req.clone(), tx)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(path = %req.path, code = e.code(), "JS handler failed: {}", e.message());
@@ -287,9 +378,13 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
 
 fn app_response(resp: charter_js::JsResponse, txid: TxId) -> Response<Body> {
     let mut out = Response::new(http_body_util::Full::new(bytes::Bytes::from(resp.body)));
-    *out.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *out.status_mut() =
+        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in resp.headers {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
             out.headers_mut().append(k, v);
         }
     }

@@ -42,7 +42,9 @@ impl Drop for Nodes {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     _ => {
                         let _ = child.kill();
                         let _ = child.wait();
@@ -69,7 +71,10 @@ app = {:?}\n",
         nodes_app,
     );
     if i == 0 {
-        s.push_str(&format!("initial_users = [{:?}]\n", ws.join("user0_cert.pem")));
+        s.push_str(&format!(
+            "initial_users = [{:?}]\n",
+            ws.join("user0_cert.pem")
+        ));
     } else {
         s.push_str(&format!("join_target = \"127.0.0.1:{base}\"\n"));
     }
@@ -90,7 +95,8 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         .app
         .canonicalize()
         .with_context(|| format!("app bundle {} not found", args.app.display()))?;
-    charter_js::AppBundle::load(&app).map_err(|e| anyhow::anyhow!("app bundle {}: {e}", app.display()))?;
+    charter_js::AppBundle::load(&app)
+        .map_err(|e| anyhow::anyhow!("app bundle {}: {e}", app.display()))?;
     let user_cert = ws.join("user0_cert.pem");
     let user_key = ws.join("user0_privk.pem");
     if !user_cert.exists() || !user_key.exists() {
@@ -113,7 +119,10 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         identity::write_public(&config, &node_config(&ws, i, args.base_port, &app))?;
         let verb = if i == 0 { "start" } else { "join" };
         let log_path = ws.join(format!("node{i}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let child = Command::new(&exe)
             .args(["node", verb, "--config"])
             .arg(&config)
@@ -129,7 +138,12 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
             runtime.block_on(wait_for_voters(&ws, args.base_port, i + 1, &mut children))?;
         }
     }
-    runtime.block_on(wait_for_voters(&ws, args.base_port, args.nodes, &mut children))?;
+    runtime.block_on(wait_for_voters(
+        &ws,
+        args.base_port,
+        args.nodes,
+        &mut children,
+    ))?;
     print_banner(&ws, &args);
     // Ctrl-C (or SIGTERM) ends the sandbox; dropping `children` stops the nodes.
     runtime.block_on(async {
@@ -148,17 +162,26 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until the service reports `n` voters and a primary.
-async fn wait_for_voters(ws: &Path, base: u16, n: usize, children: &mut Nodes) -> anyhow::Result<()> {
+async fn wait_for_voters(
+    ws: &Path,
+    base: u16,
+    n: usize,
+    children: &mut Nodes,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let cert_path = ws.join("service_cert.pem");
     let mut client: Option<reqwest::Client> = None;
     loop {
         for (i, child) in children.0.iter_mut().enumerate() {
             if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(ws.join(format!("node{i}.log"))).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(ws.join(format!("node{i}.log"))).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                bail!("node {i} exited ({status}). Last lines of its log:\n{}", tail.join("\n"));
+                bail!(
+                    "node {i} exited ({status}). Last lines of its log:\n{}",
+                    tail.join("\n")
+                );
             }
         }
         if client.is_none() {
@@ -186,7 +209,10 @@ async fn wait_for_voters(ws: &Path, base: u16, n: usize, children: &mut Nodes) -
             }
         }
         if Instant::now() > deadline {
-            bail!("the sandbox did not reach {n} voting nodes within 120 s; see the node logs in {}", ws.display());
+            bail!(
+                "the sandbox did not reach {n} voting nodes within 120 s; see the node logs in {}",
+                ws.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -203,7 +229,12 @@ fn print_banner(ws: &Path, args: &SandboxArgs) {
         key.display()
     );
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\nThe sandbox is up: {} nodes running {}", args.nodes, args.app.display());
+    let _ = writeln!(
+        out,
+        "\nThe sandbox is up: {} nodes running {}",
+        args.nodes,
+        args.app.display()
+    );
     for i in 0..args.nodes {
         let _ = writeln!(
             out,
@@ -214,21 +245,44 @@ fn print_banner(ws: &Path, args: &SandboxArgs) {
             ws.join(format!("node{i}.log")).display()
         );
     }
-    let _ = writeln!(out, "  service certificate (trust this, nothing else): {}", ca.display());
-    let _ = writeln!(out, "  user identity: {} / {}", cert.display(), key.display());
-    let _ = writeln!(out, "\nTry it (any node; writes on a backup are forwarded to the primary):");
+    let _ = writeln!(
+        out,
+        "  service certificate (trust this, nothing else): {}",
+        ca.display()
+    );
+    let _ = writeln!(
+        out,
+        "  user identity: {} / {}",
+        cert.display(),
+        key.display()
+    );
+    let _ = writeln!(
+        out,
+        "\nTry it (any node; writes on a backup are forwarded to the primary):"
+    );
     let p0 = args.base_port;
     let plast = args.base_port as usize + args.nodes - 1;
     let _ = writeln!(
         out,
         "  {curl} -X POST https://127.0.0.1:{p0}/app/log/private -H 'content-type: application/json' -d '{{\"id\": 1, \"msg\": \"hello\"}}'"
     );
-    let _ = writeln!(out, "  {curl} 'https://127.0.0.1:{plast}/app/log/private?id=1'");
+    let _ = writeln!(
+        out,
+        "  {curl} 'https://127.0.0.1:{plast}/app/log/private?id=1'"
+    );
     let _ = writeln!(
         out,
         "  {curl} -X POST https://127.0.0.1:{plast}/app/log/public -H 'content-type: application/json' -d '{{\"id\": 2, \"msg\": \"in clear\"}}'"
     );
-    let _ = writeln!(out, "  curl --cacert {} https://127.0.0.1:{p0}/node/network", ca.display());
-    let _ = writeln!(out, "  curl --cacert {} https://127.0.0.1:{p0}/node/commit", ca.display());
+    let _ = writeln!(
+        out,
+        "  curl --cacert {} https://127.0.0.1:{p0}/node/network",
+        ca.display()
+    );
+    let _ = writeln!(
+        out,
+        "  curl --cacert {} https://127.0.0.1:{p0}/node/commit",
+        ca.display()
+    );
     let _ = writeln!(out, "\nPress Ctrl-C to stop all nodes.");
 }

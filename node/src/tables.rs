@@ -20,7 +20,11 @@ pub fn node_info(cert_pem: &str, addr: &NodeAddr, status: &str) -> serde_json::V
 }
 
 pub fn set_node(tx: &mut Tx, node_id: u64, info: &serde_json::Value) -> anyhow::Result<()> {
-    tx.set(NODES_INFO, node_id.to_string().as_bytes(), info.to_string().as_bytes())?;
+    tx.set(
+        NODES_INFO,
+        node_id.to_string().as_bytes(),
+        info.to_string().as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -37,10 +41,18 @@ pub fn genesis(
     let info = serde_json::json!({"status": "Open", "cert": service_cert_pem});
     tx.set(SERVICE_INFO, SERVICE_KEY, info.to_string().as_bytes())?;
     for pem in users {
-        tx.set(USERS_CERTS, identity::cert_id_pem(pem)?.as_bytes(), pem.as_bytes())?;
+        tx.set(
+            USERS_CERTS,
+            identity::cert_id_pem(pem)?.as_bytes(),
+            pem.as_bytes(),
+        )?;
     }
     for pem in members {
-        tx.set(MEMBERS_CERTS, identity::cert_id_pem(pem)?.as_bytes(), pem.as_bytes())?;
+        tx.set(
+            MEMBERS_CERTS,
+            identity::cert_id_pem(pem)?.as_bytes(),
+            pem.as_bytes(),
+        )?;
     }
     set_node(tx, node_id, node)
 }

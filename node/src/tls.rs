@@ -15,7 +15,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::identity::{pem_to_der, Identity};
 
@@ -79,7 +82,12 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -88,11 +96,18 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -106,9 +121,14 @@ pub fn client_api_server(node: &Identity, service_cert_pem: &str) -> anyhow::Res
     Ok(config)
 }
 
-pub fn node_to_node_server(node: &Identity, service_cert_pem: &str) -> anyhow::Result<ServerConfig> {
+pub fn node_to_node_server(
+    node: &Identity,
+    service_cert_pem: &str,
+) -> anyhow::Result<ServerConfig> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(service_cert_pem)?, provider.clone()).build()?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(service_cert_pem)?, provider.clone())
+            .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -118,7 +138,10 @@ pub fn node_to_node_server(node: &Identity, service_cert_pem: &str) -> anyhow::R
 }
 
 /// A client presenting the node's certificate, trusting the service's.
-pub fn node_to_node_client(node: &Identity, service_cert_pem: &str) -> anyhow::Result<ClientConfig> {
+pub fn node_to_node_client(
+    node: &Identity,
+    service_cert_pem: &str,
+) -> anyhow::Result<ClientConfig> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(service_cert_pem)?)
@@ -128,7 +151,10 @@ pub fn node_to_node_client(node: &Identity, service_cert_pem: &str) -> anyhow::R
 
 /// A client trusting the service certificate, optionally presenting a
 /// user's or member's identity.
-pub fn service_client(service_cert_pem: &str, identity: Option<&Identity>) -> anyhow::Result<ClientConfig> {
+pub fn service_client(
+    service_cert_pem: &str,
+    identity: Option<&Identity>,
+) -> anyhow::Result<ClientConfig> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(service_cert_pem)?);
@@ -141,7 +167,10 @@ pub fn service_client(service_cert_pem: &str, identity: Option<&Identity>) -> an
     })
 }
 
-pub fn reqwest_client(config: ClientConfig, timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+pub fn reqwest_client(
+    config: ClientConfig,
+    timeout: std::time::Duration,
+) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(timeout)

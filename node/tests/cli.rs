@@ -13,7 +13,10 @@ fn help_teaches_the_subcommands() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for word in ["node", "sandbox", "gov"] {
-        assert!(text.contains(word), "--help does not mention {word}:\n{text}");
+        assert!(
+            text.contains(word),
+            "--help does not mention {word}:\n{text}"
+        );
     }
 }
 
@@ -39,7 +42,11 @@ fn keygen_writes_a_key_and_certificate_and_refuses_to_overwrite() {
             .unwrap()
     };
     let out = run();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cert = std::fs::read_to_string(dir.path().join("alice_cert.pem")).unwrap();
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
     let key = std::fs::read_to_string(dir.path().join("alice_privk.pem")).unwrap();

@@ -68,10 +68,16 @@ async fn main() -> anyhow::Result<()> {
     let counts: Vec<usize> = args
         .clients
         .split(',')
-        .map(|c| c.trim().parse().context("--clients is a comma-separated list of numbers"))
+        .map(|c| {
+            c.trim()
+                .parse()
+                .context("--clients is a comma-separated list of numbers")
+        })
         .collect::<anyhow::Result<_>>()?;
     let msg = "m".repeat(args.msg_bytes);
-    let next_id = Arc::new(AtomicU64::new(1_000_000_000 + (std::process::id() as u64) * 1_000_000));
+    let next_id = Arc::new(AtomicU64::new(
+        1_000_000_000 + (std::process::id() as u64) * 1_000_000,
+    ));
 
     if args.mode == "read" {
         // Something to read: 100 ids, written once.
@@ -114,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
                                 .await
                         } else {
                             n += 1;
-                            client.get(format!("{url}/app/log/private?id={}", n % 100)).send().await
+                            client
+                                .get(format!("{url}/app/log/private?id={}", n % 100))
+                                .send()
+                                .await
                         };
                         let ok = match resp {
                             Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),

@@ -108,7 +108,10 @@ fn describe_value(scope: &mut v8::HandleScope, value: v8::Local<v8::Value>) -> S
     text
 }
 
-fn key<'s>(scope: &mut v8::HandleScope<'s>, name: &str) -> Result<v8::Local<'s, v8::Value>, Failure> {
+fn key<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    name: &str,
+) -> Result<v8::Local<'s, v8::Value>, Failure> {
     v8::String::new(scope, name)
         .map(Into::into)
         .ok_or_else(|| JsError::Internal("cannot allocate a string".into()).into())
@@ -123,8 +126,12 @@ fn get<'s>(
     obj.get(scope, k).ok_or(Failure::Thrown)
 }
 
-fn function<'s>(value: v8::Local<'s, v8::Value>, what: &str) -> Result<v8::Local<'s, v8::Function>, Failure> {
-    v8::Local::<v8::Function>::try_from(value).map_err(|_| JsError::Internal(format!("{what} is not a function")).into())
+fn function<'s>(
+    value: v8::Local<'s, v8::Value>,
+    what: &str,
+) -> Result<v8::Local<'s, v8::Function>, Failure> {
+    v8::Local::<v8::Function>::try_from(value)
+        .map_err(|_| JsError::Internal(format!("{what} is not a function")).into())
 }
 
 fn run_in_context(
@@ -138,7 +145,9 @@ fn run_in_context(
     let factory = function(script.run(tc).ok_or(Failure::Thrown)?, "the prelude")?;
     let natives = host::natives(tc).ok_or(Failure::Thrown)?;
     let undefined = v8::undefined(tc).into();
-    let helpers = factory.call(tc, undefined, &[natives.into()]).ok_or(Failure::Thrown)?;
+    let helpers = factory
+        .call(tc, undefined, &[natives.into()])
+        .ok_or(Failure::Thrown)?;
     let helpers = v8::Local::<v8::Object>::try_from(helpers)
         .map_err(|_| JsError::Internal("prelude returned no helpers".into()))?;
     let make_request = function(get(tc, helpers, "makeRequest")?, "makeRequest")?;
@@ -162,7 +171,9 @@ fn run_in_context(
         .ok_or(Failure::Thrown)?;
 
     // The handler, and its promise if it is async.
-    let mut result = handler.call(tc, undefined, &[js_request]).ok_or(Failure::Thrown)?;
+    let mut result = handler
+        .call(tc, undefined, &[js_request])
+        .ok_or(Failure::Thrown)?;
     if let Ok(promise) = v8::Local::<v8::Promise>::try_from(result) {
         tc.perform_microtask_checkpoint();
         match promise.state() {
@@ -183,7 +194,9 @@ fn run_in_context(
         }
     }
 
-    let response = to_response.call(tc, undefined, &[result]).ok_or(Failure::Thrown)?;
+    let response = to_response
+        .call(tc, undefined, &[result])
+        .ok_or(Failure::Thrown)?;
     let response = v8::Local::<v8::Object>::try_from(response)
         .map_err(|_| JsError::Internal("toResponse returned a non-object".into()))?;
     let error = get(tc, response, "error")?;
@@ -204,11 +217,21 @@ fn run_in_context(
         let pair = headers_array.get_index(tc, i).ok_or(Failure::Thrown)?;
         let pair = v8::Local::<v8::Array>::try_from(pair)
             .map_err(|_| JsError::Internal("malformed header pair".into()))?;
-        let name = pair.get_index(tc, 0).ok_or(Failure::Thrown)?.to_rust_string_lossy(tc);
-        let value = pair.get_index(tc, 1).ok_or(Failure::Thrown)?.to_rust_string_lossy(tc);
+        let name = pair
+            .get_index(tc, 0)
+            .ok_or(Failure::Thrown)?
+            .to_rust_string_lossy(tc);
+        let value = pair
+            .get_index(tc, 1)
+            .ok_or(Failure::Thrown)?
+            .to_rust_string_lossy(tc);
         headers.push((name, value));
     }
-    Ok(JsResponse { status, headers, body })
+    Ok(JsResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Compiles, instantiates and evaluates the endpoint's module graph and
@@ -222,7 +245,10 @@ fn load_handler<'s>(
             return Failure::Thrown;
         }
         let detail = exception_text(tc);
-        Failure::Error(JsError::Module(format!("module {}: {what}: {detail}", endpoint.js_module)))
+        Failure::Error(JsError::Module(format!(
+            "module {}: {what}: {detail}",
+            endpoint.js_module
+        )))
     };
     let Some(module) = compile_module(tc, &endpoint.js_module) else {
         return Err(module_error(tc, "cannot compile"));
@@ -240,7 +266,11 @@ fn load_handler<'s>(
         if promise.state() == v8::PromiseState::Rejected {
             let reason = promise.result(tc);
             let detail = describe_value(tc, reason);
-            return Err(JsError::Module(format!("module {}: top-level code threw: {detail}", endpoint.js_module)).into());
+            return Err(JsError::Module(format!(
+                "module {}: top-level code threw: {detail}",
+                endpoint.js_module
+            ))
+            .into());
         }
     }
     // The namespace handle borrows `module`; re-root it in the scope.
@@ -258,29 +288,51 @@ fn load_handler<'s>(
 }
 
 /// Compiles the bundle's module `name` once per execution.
-fn compile_module<'s>(scope: &mut v8::HandleScope<'s>, name: &str) -> Option<v8::Local<'s, v8::Module>> {
+fn compile_module<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    name: &str,
+) -> Option<v8::Local<'s, v8::Module>> {
     let (cached, source) = GRAPH.with(|g| {
         let g = g.borrow();
         let cached = g.by_name.get(name).cloned();
-        let source = g.bundle.as_ref().and_then(|b| b.module(name).map(str::to_string));
+        let source = g
+            .bundle
+            .as_ref()
+            .and_then(|b| b.module(name).map(str::to_string));
         (cached, source)
     });
     if let Some(global) = cached {
         return Some(v8::Local::new(scope, global));
     }
     let Some(source) = source else {
-        host::throw_error(scope, &format!("no module named {name:?} in the app bundle"));
+        host::throw_error(
+            scope,
+            &format!("no module named {name:?} in the app bundle"),
+        );
         return None;
     };
     let code = v8::String::new(scope, &source)?;
     let resource = v8::String::new(scope, name)?;
-    let origin = v8::ScriptOrigin::new(scope, resource.into(), 0, 0, false, 0, None, false, false, true, None);
+    let origin = v8::ScriptOrigin::new(
+        scope,
+        resource.into(),
+        0,
+        0,
+        false,
+        0,
+        None,
+        false,
+        false,
+        true,
+        None,
+    );
     let mut source = v8::script_compiler::Source::new(code, Some(&origin));
     let module = v8::script_compiler::compile_module(scope, &mut source)?;
     let global = v8::Global::new(scope, module);
     GRAPH.with(|g| {
         let mut g = g.borrow_mut();
-        g.names.insert(module.get_identity_hash().get(), name.to_string());
+        g.names
+            .insert(module.get_identity_hash().get(), name.to_string());
         g.by_name.insert(name.to_string(), global);
     });
     Some(module)
@@ -295,9 +347,17 @@ fn resolve_import<'a>(
     // SAFETY: V8 calls this during instantiation, inside the context.
     let scope = &mut unsafe { v8::CallbackScope::new(context) };
     let specifier = specifier.to_rust_string_lossy(scope);
-    let referrer_name = GRAPH.with(|g| g.borrow().names.get(&referrer.get_identity_hash().get()).cloned());
+    let referrer_name = GRAPH.with(|g| {
+        g.borrow()
+            .names
+            .get(&referrer.get_identity_hash().get())
+            .cloned()
+    });
     let Some(referrer_name) = referrer_name else {
-        host::throw_error(scope, &format!("cannot resolve {specifier:?}: unknown importing module"));
+        host::throw_error(
+            scope,
+            &format!("cannot resolve {specifier:?}: unknown importing module"),
+        );
         return None;
     };
     let name = resolve_specifier(&referrer_name, &specifier);

@@ -26,11 +26,16 @@ pub(crate) fn take_tx() -> Option<Tx> {
     CURRENT_TX.with(|c| c.borrow_mut().take())
 }
 
-fn with_tx<R>(scope: &mut v8::HandleScope, f: impl FnOnce(&mut Tx) -> Result<R, String>) -> Option<R> {
+fn with_tx<R>(
+    scope: &mut v8::HandleScope,
+    f: impl FnOnce(&mut Tx) -> Result<R, String>,
+) -> Option<R> {
     let result = CURRENT_TX.with(|c| match c.try_borrow_mut() {
         Ok(mut guard) => match guard.as_mut() {
             Some(tx) => f(tx),
-            None => Err("the KV store is only available while a request is being handled".to_string()),
+            None => {
+                Err("the KV store is only available while a request is being handled".to_string())
+            }
         },
         Err(_) => Err("the KV store is busy".to_string()),
     });
@@ -58,7 +63,10 @@ pub(crate) fn throw_error(scope: &mut v8::HandleScope, message: &str) {
 }
 
 /// A new ArrayBuffer owning `bytes`.
-pub(crate) fn array_buffer<'s>(scope: &mut v8::HandleScope<'s>, bytes: Vec<u8>) -> v8::Local<'s, v8::ArrayBuffer> {
+pub(crate) fn array_buffer<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    bytes: Vec<u8>,
+) -> v8::Local<'s, v8::ArrayBuffer> {
     let store = v8::ArrayBuffer::new_backing_store_from_vec(bytes).make_shared();
     v8::ArrayBuffer::with_backing_store(scope, &store)
 }
@@ -84,7 +92,12 @@ pub(crate) fn bytes_of(value: v8::Local<v8::Value>) -> Option<Vec<u8>> {
     None
 }
 
-fn string_arg(scope: &mut v8::HandleScope, args: &v8::FunctionCallbackArguments, i: i32, what: &str) -> Option<String> {
+fn string_arg(
+    scope: &mut v8::HandleScope,
+    args: &v8::FunctionCallbackArguments,
+    i: i32,
+    what: &str,
+) -> Option<String> {
     let value = args.get(i);
     if !value.is_string() {
         throw_type_error(scope, &format!("{what} must be a string"));
@@ -93,10 +106,18 @@ fn string_arg(scope: &mut v8::HandleScope, args: &v8::FunctionCallbackArguments,
     Some(value.to_rust_string_lossy(scope))
 }
 
-fn bytes_arg(scope: &mut v8::HandleScope, args: &v8::FunctionCallbackArguments, i: i32, what: &str) -> Option<Vec<u8>> {
+fn bytes_arg(
+    scope: &mut v8::HandleScope,
+    args: &v8::FunctionCallbackArguments,
+    i: i32,
+    what: &str,
+) -> Option<Vec<u8>> {
     let bytes = bytes_of(args.get(i));
     if bytes.is_none() {
-        throw_type_error(scope, &format!("{what} must be an ArrayBuffer (use ccf.strToBuf or ccf.jsonCompatibleToBuf)"));
+        throw_type_error(
+            scope,
+            &format!("{what} must be an ArrayBuffer (use ccf.strToBuf or ccf.jsonCompatibleToBuf)"),
+        );
     }
     bytes
 }
@@ -113,23 +134,43 @@ fn new_string<'s>(scope: &mut v8::HandleScope<'s>, s: &str) -> Option<v8::Local<
     out
 }
 
-fn str_to_buf(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
-    let Some(s) = string_arg(scope, &args, 0, "ccf.strToBuf's argument") else { return };
+fn str_to_buf(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(s) = string_arg(scope, &args, 0, "ccf.strToBuf's argument") else {
+        return;
+    };
     let ab = array_buffer(scope, s.into_bytes());
     rv.set(ab.into());
 }
 
-fn buf_to_str(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
-    let Some(bytes) = bytes_arg(scope, &args, 0, "ccf.bufToStr's argument") else { return };
+fn buf_to_str(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(bytes) = bytes_arg(scope, &args, 0, "ccf.bufToStr's argument") else {
+        return;
+    };
     let text = String::from_utf8_lossy(&bytes);
     if let Some(s) = new_string(scope, &text) {
         rv.set(s.into());
     }
 }
 
-fn kv_get(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
-    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+fn kv_get(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else {
+        return;
+    };
     match with_tx(scope, |tx| Ok(tx.get(&map, &key))) {
         Some(Some(value)) => {
             let ab = array_buffer(scope, value);
@@ -140,42 +181,86 @@ fn kv_get(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut 
     }
 }
 
-fn kv_has(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
-    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+fn kv_has(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else {
+        return;
+    };
     if let Some(has) = with_tx(scope, |tx| Ok(tx.has(&map, &key))) {
         rv.set_bool(has);
     }
 }
 
 fn kv_set(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
-    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
-    let Some(value) = bytes_arg(scope, &args, 2, "value") else { return };
-    with_tx(scope, |tx| tx.set(&map, &key, &value).map_err(|e| e.to_string()));
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else {
+        return;
+    };
+    let Some(value) = bytes_arg(scope, &args, 2, "value") else {
+        return;
+    };
+    with_tx(scope, |tx| {
+        tx.set(&map, &key, &value).map_err(|e| e.to_string())
+    });
 }
 
-fn kv_delete(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
-    let Some(key) = bytes_arg(scope, &args, 1, "key") else { return };
+fn kv_delete(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    _rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else {
+        return;
+    };
     with_tx(scope, |tx| tx.delete(&map, &key).map_err(|e| e.to_string()));
 }
 
-fn kv_clear(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+fn kv_clear(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    _rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
     with_tx(scope, |tx| tx.clear(&map).map_err(|e| e.to_string()));
 }
 
-fn kv_size(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
+fn kv_size(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
     if let Some(n) = with_tx(scope, |tx| Ok(tx.size(&map))) {
         rv.set_double(n as f64);
     }
 }
 
-fn kv_entries(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, mut rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else { return };
-    let Some(entries) = with_tx(scope, |tx| Ok(tx.entries(&map))) else { return };
+fn kv_entries(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
+    let Some(entries) = with_tx(scope, |tx| Ok(tx.entries(&map))) else {
+        return;
+    };
     let mut pairs = Vec::with_capacity(entries.len());
     for (k, v) in entries {
         let k = array_buffer(scope, k);

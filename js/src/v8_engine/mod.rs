@@ -83,7 +83,8 @@ impl JsEngine {
         let limits = Arc::new(RwLock::new(limits));
         let metrics = Arc::new(Metrics::default());
         let workers = workers.max(1);
-        let stack = limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20) + STACK_MARGIN_BYTES;
+        let stack =
+            limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20) + STACK_MARGIN_BYTES;
         for i in 0..workers {
             let receiver = receiver.clone();
             let limits = limits.clone();
@@ -147,9 +148,9 @@ impl JsEngine {
                 .send(job)
                 .map_err(|_| JsError::Internal("no JS worker is running".into()))?;
         }
-        answer
-            .await
-            .map_err(|_| JsError::Internal("the JS worker stopped while handling the request".into()))?
+        answer.await.map_err(|_| {
+            JsError::Internal("the JS worker stopped while handling the request".into())
+        })?
     }
 }
 
@@ -166,7 +167,11 @@ struct HeapGuard {
     hit: AtomicBool,
 }
 
-extern "C" fn near_heap_limit(data: *mut c_void, current_heap_limit: usize, _initial: usize) -> usize {
+extern "C" fn near_heap_limit(
+    data: *mut c_void,
+    current_heap_limit: usize,
+    _initial: usize,
+) -> usize {
     // SAFETY: `data` is the `HeapGuard` registered with this isolate, which
     // outlives it (see `Worker`).
     let guard = unsafe { &*(data as *const HeapGuard) };
@@ -193,7 +198,10 @@ impl Worker {
             handle: isolate.thread_safe_handle(),
             hit: AtomicBool::new(false),
         });
-        isolate.add_near_heap_limit_callback(near_heap_limit, &*heap as *const HeapGuard as *mut c_void);
+        isolate.add_near_heap_limit_callback(
+            near_heap_limit,
+            &*heap as *const HeapGuard as *mut c_void,
+        );
         metrics.isolates_created.fetch_add(1, Ordering::Relaxed);
         Worker {
             isolate,
@@ -287,7 +295,11 @@ impl Watchdog {
     }
 }
 
-fn worker_loop(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
+fn worker_loop(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    limits: Arc<RwLock<Limits>>,
+    metrics: Arc<Metrics>,
+) {
     let watchdog = Watchdog::start();
     let mut worker: Option<Worker> = None;
     loop {
@@ -300,11 +312,23 @@ fn worker_loop(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, limits: Arc<RwLock<Limits>
         };
         let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
         // A new heap limit needs a new isolate.
-        if worker.as_ref().is_some_and(|w| w.heap_limit != limits.max_heap_bytes) {
+        if worker
+            .as_ref()
+            .is_some_and(|w| w.heap_limit != limits.max_heap_bytes)
+        {
             worker = None;
         }
         let w = worker.get_or_insert_with(|| Worker::new(&limits, &metrics));
-        let (result, sound) = execute_one(w, &watchdog, &limits, &metrics, job.bundle, &job.endpoint, &job.request, job.tx);
+        let (result, sound) = execute_one(
+            w,
+            &watchdog,
+            &limits,
+            &metrics,
+            job.bundle,
+            &job.endpoint,
+            &job.request,
+            job.tx,
+        );
         if !sound {
             // Past its heap limit the isolate's state is not to be trusted.
             worker = None;
@@ -331,7 +355,10 @@ fn execute_one(
     metrics.executions.fetch_add(1, Ordering::Relaxed);
     host::bind_tx(tx);
     w.isolate.cancel_terminate_execution();
-    watchdog.arm(w.isolate.thread_safe_handle(), Duration::from_millis(limits.max_execution_time_ms));
+    watchdog.arm(
+        w.isolate.thread_safe_handle(),
+        Duration::from_millis(limits.max_execution_time_ms),
+    );
     let outcome = {
         let scope = &mut v8::HandleScope::new(&mut w.isolate);
         exec::run(scope, &bundle, endpoint, request)
@@ -345,7 +372,9 @@ fn execute_one(
     let result = match outcome {
         Ok(response) => match tx {
             Some(tx) => Ok((response, tx)),
-            None => Err(JsError::Internal("the transaction was lost during execution".into())),
+            None => Err(JsError::Internal(
+                "the transaction was lost during execution".into(),
+            )),
         },
         Err(exec::RunError::Js(e)) => Err(e),
         Err(exec::RunError::Terminated) => {

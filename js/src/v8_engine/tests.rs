@@ -61,9 +61,16 @@ impl Fixture {
         }
     }
 
-    async fn call(&self, b: &Arc<AppBundle>, f: &str, body: &str) -> Result<(JsResponse, charter_ledger::Tx), JsError> {
+    async fn call(
+        &self,
+        b: &Arc<AppBundle>,
+        f: &str,
+        body: &str,
+    ) -> Result<(JsResponse, charter_ledger::Tx), JsError> {
         let (ep, _) = b.find("post", &format!("/{f}")).unwrap();
-        self.engine.execute(b.clone(), ep, request(body), self.store.begin()).await
+        self.engine
+            .execute(b.clone(), ep, request(body), self.store.begin())
+            .await
     }
 
     async fn body(&self, b: &Arc<AppBundle>, f: &str) -> String {
@@ -85,10 +92,17 @@ async fn handler_reads_request_and_writes_kv() {
     );
     let (resp, tx) = fx.call(&b, "main", r#"{"n": 21}"#).await.unwrap();
     assert_eq!(resp.status, 201);
-    assert!(resp.headers.contains(&("x-q".to_string(), "x=1".to_string())));
-    assert!(resp.headers.contains(&("content-type".to_string(), "application/json".to_string())));
+    assert!(resp
+        .headers
+        .contains(&("x-q".to_string(), "x=1".to_string())));
+    assert!(resp
+        .headers
+        .contains(&("content-type".to_string(), "application/json".to_string())));
     let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    assert_eq!(body, serde_json::json!({"route": "/main", "caller": "no_auth"}));
+    assert_eq!(
+        body,
+        serde_json::json!({"route": "/main", "caller": "no_auth"})
+    );
     let ws = tx.write_set();
     let written = ws.maps[M].writes[&b"k".to_vec()].clone().unwrap();
     assert_eq!(written, br#"{"n":42}"#.to_vec());
@@ -115,7 +129,10 @@ async fn kv_map_api_sees_the_transaction() {
             return { body: out };
         }"#,
     );
-    assert_eq!(fx.body(&b, "main").await, r#"[2,true,"2","b=2,c=3",true,2,0]"#);
+    assert_eq!(
+        fx.body(&b, "main").await,
+        r#"[2,true,"2","b=2,c=3",true,2,0]"#
+    );
 }
 
 #[tokio::test]
@@ -159,11 +176,20 @@ async fn invalid_responses_are_reported() {
 async fn missing_module_function_or_import_is_a_module_error() {
     let fx = Fixture::new();
     let b = bundle("export const main = 3;");
-    assert!(matches!(fx.call(&b, "main", "").await, Err(JsError::Module(_))));
+    assert!(matches!(
+        fx.call(&b, "main", "").await,
+        Err(JsError::Module(_))
+    ));
     let b = bundle("import { nope } from './missing.js'; export function main() {}");
-    assert!(matches!(fx.call(&b, "main", "").await, Err(JsError::Module(_))));
+    assert!(matches!(
+        fx.call(&b, "main", "").await,
+        Err(JsError::Module(_))
+    ));
     let b = bundle("export function main( {");
-    assert!(matches!(fx.call(&b, "main", "").await, Err(JsError::Module(_))));
+    assert!(matches!(
+        fx.call(&b, "main", "").await,
+        Err(JsError::Module(_))
+    ));
 }
 
 #[tokio::test]
@@ -192,7 +218,9 @@ async fn async_handlers_are_awaited() {
            export async function other() { throw new Error("async failure"); }"#,
     );
     assert_eq!(fx.body(&b, "main").await, r#"{"v":7}"#);
-    assert!(matches!(fx.call(&b, "other", "").await, Err(JsError::Exception(m)) if m.contains("async failure")));
+    assert!(
+        matches!(fx.call(&b, "other", "").await, Err(JsError::Exception(m)) if m.contains("async failure"))
+    );
 }
 
 #[tokio::test]
@@ -202,7 +230,10 @@ async fn infinite_loop_is_stopped_and_the_worker_carries_on() {
         r#"export function main() { for (;;) {} }
            export function other() { return { body: "fine" }; }"#,
     );
-    assert_eq!(fx.call(&b, "main", "").await.unwrap_err(), JsError::Timeout(300));
+    assert_eq!(
+        fx.call(&b, "main", "").await.unwrap_err(),
+        JsError::Timeout(300)
+    );
     assert_eq!(fx.body(&b, "other").await, "fine");
     assert_eq!(fx.engine.metrics().timeouts.load(Ordering::Relaxed), 1);
 }
@@ -218,7 +249,9 @@ async fn deep_recursion_is_a_catchable_range_error() {
            export function other() { down(0); }"#,
     );
     assert_eq!(fx.body(&b, "main").await, "range");
-    assert!(matches!(fx.call(&b, "other", "").await, Err(JsError::Exception(m)) if m.contains("RangeError")));
+    assert!(
+        matches!(fx.call(&b, "other", "").await, Err(JsError::Exception(m)) if m.contains("RangeError"))
+    );
 }
 
 #[tokio::test]
@@ -234,14 +267,22 @@ async fn bad_arguments_to_host_functions_throw_type_errors() {
             return { body: out };
         }"#,
     );
-    assert_eq!(fx.body(&b, "main").await, r#"["TypeError","TypeError","TypeError","TypeError","SyntaxError"]"#);
+    assert_eq!(
+        fx.body(&b, "main").await,
+        r#"["TypeError","TypeError","TypeError","TypeError","SyntaxError"]"#
+    );
 }
 
 #[tokio::test]
 async fn read_only_transactions_refuse_writes_from_js() {
     let fx = Fixture::new();
-    let b = bundle(r#"export function main() { ccf.kv["public:m"].set(ccf.strToBuf("k"), ccf.strToBuf("v")); }"#);
+    let b = bundle(
+        r#"export function main() { ccf.kv["public:m"].set(ccf.strToBuf("k"), ccf.strToBuf("v")); }"#,
+    );
     let (ep, _) = b.find("post", "/main").unwrap();
-    let r = fx.engine.execute(b.clone(), ep, request(""), fx.store.begin_read_only()).await;
+    let r = fx
+        .engine
+        .execute(b.clone(), ep, request(""), fx.store.begin_read_only())
+        .await;
     assert!(matches!(r, Err(JsError::Exception(m)) if m.contains("read-only")));
 }
