@@ -23,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod history_store;
 mod log_store;
 pub mod network;
 pub mod server;

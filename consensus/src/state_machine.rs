@@ -5,8 +5,9 @@
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 
+use charter_ledger::history::{CommitSecret, History};
 use charter_ledger::kv::{Key, Value};
-use charter_ledger::{LedgerEntry, Store, WriteSet};
+use charter_ledger::{Store, WriteSet};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     EntryPayload as RaftPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder,
@@ -14,8 +15,10 @@ use openraft::{
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
+use crate::history_store::{self, HistoryRecord};
 use crate::storage::{
-    cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_SM_KV, CF_SM_META,
+    cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_HISTORY, CF_SM_KV,
+    CF_SM_META,
 };
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, WriteResponse,
@@ -157,6 +160,10 @@ struct SnapshotHeader {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     views: Vec<(u64, u64)>,
+    /// The ledger history up to `last_applied`, one record per seqno
+    /// (empty when the state machine keeps no history).
+    #[serde(default)]
+    history: Vec<HistoryRecord>,
 }
 
 /// Snapshot data: magic, u32 BE header length, header JSON, u64 BE entry
@@ -308,6 +315,9 @@ pub struct StateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     views: ViewHistory,
+    /// The Merkle history of applied entries, shared with the node (which
+    /// signs its root and serves receipts from it).
+    history: Option<Arc<Mutex<History>>>,
     /// Serialises "is this snapshot newer than the stored one, then store
     /// it" between snapshot builds (which run on their own task) and
     /// installs.
@@ -316,7 +326,11 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Loads the persisted applied state and puts it into `store`.
-    pub(crate) fn load(db: Arc<DB>, store: Arc<Store>) -> Result<Self, StorageError> {
+    pub(crate) fn load(
+        db: Arc<DB>,
+        store: Arc<Store>,
+        secret: Option<CommitSecret>,
+    ) -> Result<Self, StorageError> {
         let subject = ErrorSubject::StateMachine;
         let last_applied: Option<LogId> =
             get_json(&db, CF_SM_META, KEY_LAST_APPLIED, subject.clone())?;
@@ -339,6 +353,14 @@ impl StateMachine {
         );
         store.reset(last_applied.map(|l| l.index).unwrap_or(0), entries);
 
+        let history = match secret {
+            Some(secret) => Some(Arc::new(Mutex::new(load_history(
+                &db,
+                secret,
+                last_applied,
+            )?))),
+            None => None,
+        };
         let views = ViewHistory::default();
         views.set(starts, last_applied);
         Ok(StateMachine {
@@ -347,6 +369,7 @@ impl StateMachine {
             last_applied,
             membership,
             views,
+            history,
             snapshot_lock: Arc::new(Mutex::new(())),
         })
     }
@@ -361,20 +384,61 @@ impl StateMachine {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
+
+    /// The ledger history handle, if this state machine keeps one; keep a
+    /// clone before handing the state machine to openraft.
+    pub fn history(&self) -> Option<Arc<Mutex<History>>> {
+        self.history.clone()
+    }
 }
 
-/// Decodes a normal entry's ledger entry. The leader only appends entries
-/// it encoded itself, so failure means a bug or damage; stopping every node
-/// on it would make one bad entry take down the service, so it is logged
-/// and applied as an empty write set, which keeps all nodes identical.
-fn decode_write_set(log_id: &LogId, bytes: &[u8]) -> WriteSet {
-    match LedgerEntry::decode(bytes) {
-        Ok(entry) => entry.write_set,
-        Err(e) => {
-            tracing::error!(%log_id, error = %e, "undecodable ledger entry; applying it as empty");
-            WriteSet::default()
-        }
+/// Replays the persisted history records; they must cover exactly the
+/// applied entries.
+fn load_history(
+    db: &DB,
+    secret: CommitSecret,
+    last_applied: Option<LogId>,
+) -> Result<History, StorageError> {
+    let subject = ErrorSubject::StateMachine;
+    let handle = cf(db, CF_HISTORY)?;
+    let mut history = History::new(secret);
+    for item in db.iterator_cf(handle, IteratorMode::Start) {
+        let (k, v) = item.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
+        let seqno = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| {
+            io_msg(
+                subject.clone(),
+                ErrorVerb::Read,
+                "history key is not 8 bytes",
+            )
+        })?);
+        let record = history_store::decode_record(&v).map_err(|e| {
+            io_msg(
+                subject.clone(),
+                ErrorVerb::Read,
+                format!("history record {seqno}: {e}"),
+            )
+        })?;
+        history_store::append(&mut history, seqno, &record).map_err(|e| {
+            io_msg(
+                subject.clone(),
+                ErrorVerb::Read,
+                format!("replaying the history: {e}"),
+            )
+        })?;
     }
+    let expected = last_applied.map(|l| l.index + 1).unwrap_or(0);
+    if history.len() != expected {
+        return Err(io_msg(
+            subject,
+            ErrorVerb::Read,
+            format!(
+                "the ledger history has {} entries but {} are applied; the data directory is incomplete",
+                history.len(),
+                expected
+            ),
+        ));
+    }
+    Ok(history)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -398,18 +462,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut views_changed = false;
         let mut membership: Option<StoredMembership> = None;
         let mut last = None;
+        let history_cf = cf(&self.db, CF_HISTORY)?;
+        // Held for the whole batch: the history moves with the KV state.
+        let history = self.history.clone();
+        let mut history = history
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()));
 
         for entry in entries {
             let log_id = entry.log_id;
             let seqno = log_id.index;
-            let ws = match entry.payload {
-                RaftPayload::Blank => WriteSet::default(),
-                RaftPayload::Normal(payload) => decode_write_set(&log_id, &payload.0),
+            let view = log_id.leader_id.term;
+            let (ws, record) = match entry.payload {
+                RaftPayload::Blank => (WriteSet::default(), history_store::empty_record(view)),
+                RaftPayload::Normal(payload) => {
+                    let d = history_store::decode_entry(view, seqno, &payload.0);
+                    (d.write_set, d.record)
+                }
                 RaftPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
-                    WriteSet::default()
+                    (WriteSet::default(), history_store::empty_record(view))
                 }
             };
+            if let Some(history) = history.as_mut() {
+                // A signature that does not match our own tree means this
+                // node diverged: stop applying, loudly, rather than go on.
+                history_store::append(history, seqno, &record).map_err(|e| {
+                    tracing::error!(%log_id, "ledger history check failed: {e}");
+                    io_msg(ErrorSubject::Apply(log_id), ErrorVerb::Write, e)
+                })?;
+                batch.put_cf(
+                    history_cf,
+                    history_store::history_key(seqno),
+                    history_store::encode_record(&record),
+                );
+            }
             for (map, writes) in &ws.maps {
                 for (key, write) in &writes.writes {
                     let k = kv_key(map, key);
@@ -468,6 +555,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last_applied: self.last_applied,
                 membership: self.membership.clone(),
                 views: self.views.history(),
+                history: match &self.history {
+                    Some(h) => h
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entries()
+                        .map(|(_, c, sig)| HistoryRecord {
+                            components: *c,
+                            signature: sig.cloned(),
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                },
             },
             entries: self.store.committed_entries(),
             snapshot_lock: self.snapshot_lock.clone(),
@@ -488,23 +587,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let lock = self.snapshot_lock.clone();
         let owned_meta = meta.clone();
+        let secret = self
+            .history
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).secret());
         // Decoding and writing a whole state is blocking work.
-        let (starts, entries) =
-            tokio::task::spawn_blocking(move || install_blocking(&db, &lock, &owned_meta, data))
-                .await
-                .map_err(|e| {
-                    io_error(
-                        ErrorSubject::Snapshot(Some(meta.signature())),
-                        ErrorVerb::Write,
-                        &e,
-                    )
-                })??;
+        let installed = tokio::task::spawn_blocking(move || {
+            install_blocking(&db, &lock, &owned_meta, data, secret)
+        })
+        .await
+        .map_err(|e| {
+            io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &e,
+            )
+        })??;
 
-        self.store
-            .reset(meta.last_log_id.map(|l| l.index).unwrap_or(0), entries);
+        self.store.reset(
+            meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            installed.entries,
+        );
+        if let (Some(shared), Some(history)) = (&self.history, installed.history) {
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = history;
+        }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.views.set(starts, self.last_applied);
+        self.views.set(installed.views, self.last_applied);
         Ok(())
     }
 
@@ -520,12 +629,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Replaces the persisted applied state with the snapshot's. Returns the
 /// view history and entries for the in-memory state.
+/// The state an installed snapshot leaves behind, for the in-memory copies.
+struct Installed {
+    views: ViewStarts,
+    entries: Vec<KvEntry>,
+    history: Option<History>,
+}
+
 fn install_blocking(
     db: &DB,
     lock: &Mutex<()>,
     meta: &SnapshotMeta,
     data: Vec<u8>,
-) -> Result<(ViewStarts, Vec<KvEntry>), StorageError> {
+    secret: Option<CommitSecret>,
+) -> Result<Installed, StorageError> {
     let subject = ErrorSubject::Snapshot(Some(meta.signature()));
     let (header, entries) =
         decode_snapshot(&data).map_err(|e| io_msg(subject.clone(), ErrorVerb::Read, e))?;
@@ -538,7 +655,42 @@ fn install_blocking(
     }
     let kv = cf(db, CF_SM_KV)?;
     let sm_meta = cf(db, CF_SM_META)?;
+    let history_cf = cf(db, CF_HISTORY)?;
     let mut batch = WriteBatch::default();
+    // The snapshot's history is replayed (checking every signature in it)
+    // before anything is written.
+    let history = match secret {
+        Some(secret) => {
+            let mut history = History::new(secret);
+            for (seqno, record) in header.history.iter().enumerate() {
+                history_store::append(&mut history, seqno as u64, record).map_err(|e| {
+                    io_msg(
+                        subject.clone(),
+                        ErrorVerb::Read,
+                        format!("snapshot history: {e}"),
+                    )
+                })?;
+                batch.put_cf(
+                    history_cf,
+                    history_store::history_key(seqno as u64),
+                    history_store::encode_record(record),
+                );
+            }
+            let expected = meta.last_log_id.map(|l| l.index + 1).unwrap_or(0);
+            if history.len() != expected {
+                return Err(io_msg(
+                    subject,
+                    ErrorVerb::Read,
+                    format!(
+                        "snapshot history has {} entries, expected {expected}",
+                        history.len()
+                    ),
+                ));
+            }
+            Some(history)
+        }
+        None => None,
+    };
     // One atomic batch: a crash leaves either the old state or the new.
     batch.delete_range_cf(kv, &[][..], &KV_END[..]);
     for (map, key, value, seqno) in &entries {
@@ -560,7 +712,11 @@ fn install_blocking(
     // Synced: the log may be purged up to this snapshot right after.
     db.write_opt(batch, &write_options(true))
         .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
-    Ok((header.views, entries))
+    Ok(Installed {
+        views: header.views,
+        entries,
+        history,
+    })
 }
 
 /// Builds a snapshot from a copy of the state taken by

@@ -5,6 +5,7 @@
 //! | `log`         | log index (u64 big-endian)   | the openraft entry, JSON      |
 //! | `raft_meta`   | `vote`, `committed`, `last_purged` | JSON                    |
 //! | `sm_kv`       | map name (length-prefixed) ++ key | seqno (u64 BE) ++ value  |
+//! | `history`     | seqno (u64 BE)               | the entry's Merkle leaf components and signature (see `history_store`) |
 //! | `sm_meta`     | `last_applied`, `membership`, `views`, `snapshot` (meta + data) | JSON / bytes |
 //!
 //! One database (rather than one per store) means one write-ahead log: a
@@ -22,6 +23,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use charter_ledger::history::CommitSecret;
 use charter_ledger::Store;
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
@@ -36,8 +38,9 @@ pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_RAFT_META: &str = "raft_meta";
 pub(crate) const CF_SM_KV: &str = "sm_kv";
 pub(crate) const CF_SM_META: &str = "sm_meta";
+pub(crate) const CF_HISTORY: &str = "history";
 
-const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT_META, CF_SM_KV, CF_SM_META];
+const ALL_CFS: [&str; 5] = [CF_LOG, CF_RAFT_META, CF_SM_KV, CF_SM_META, CF_HISTORY];
 
 /// Opens (creating if needed) the Raft database in `dir` and loads the
 /// persisted applied state into `store`, so a restarted node serves its
@@ -47,10 +50,18 @@ const ALL_CFS: [&str; 4] = [CF_LOG, CF_RAFT_META, CF_SM_KV, CF_SM_META];
 /// [`ViewHistory`] handle ([`StateMachine::view_history`]) and, if needed,
 /// a clone of the [`LogStore`] (for [`LogStore::term_at`]) before handing
 /// them over.
-pub async fn open(dir: &Path, store: Arc<Store>) -> Result<(LogStore, StateMachine), StorageError> {
+///
+/// With `secret`, the state machine also keeps the ledger history (one
+/// Merkle leaf per entry, signatures checked against it) and persists it;
+/// without, it keeps none (storage tests).
+pub async fn open(
+    dir: &Path,
+    store: Arc<Store>,
+    secret: Option<CommitSecret>,
+) -> Result<(LogStore, StateMachine), StorageError> {
     let dir = dir.to_path_buf();
     // Opening RocksDB and loading the whole KV state is blocking disk work.
-    tokio::task::spawn_blocking(move || open_blocking(&dir, store))
+    tokio::task::spawn_blocking(move || open_blocking(&dir, store, secret))
         .await
         .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))?
 }
@@ -59,6 +70,7 @@ pub async fn open(dir: &Path, store: Arc<Store>) -> Result<(LogStore, StateMachi
 pub fn open_blocking(
     dir: &Path,
     store: Arc<Store>,
+    secret: Option<CommitSecret>,
 ) -> Result<(LogStore, StateMachine), StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -70,7 +82,7 @@ pub fn open_blocking(
         .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))?;
     let db = Arc::new(db);
     let log = LogStore::new(db.clone());
-    let sm = StateMachine::load(db, store)?;
+    let sm = StateMachine::load(db, store, secret)?;
     Ok((log, sm))
 }
 

@@ -93,7 +93,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let (log, sm) = open(dir.path(), Arc::new(Store::new())).await?;
+        let (log, sm) = open(dir.path(), Arc::new(Store::new()), None).await?;
         Ok((dir, log, sm))
     }
 }
@@ -111,7 +111,9 @@ fn openraft_storage_suite() -> Result<(), StorageError> {
 async fn log_entries_and_vote_survive_reopen() {
     let dir = TempDir::new().unwrap();
     {
-        let (mut log, _sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
+        let (mut log, _sm) = open(dir.path(), Arc::new(Store::new()), None)
+            .await
+            .unwrap();
         append(
             &mut log,
             vec![
@@ -125,7 +127,9 @@ async fn log_entries_and_vote_survive_reopen() {
         log.save_vote(&Vote::new(2, 1)).await.unwrap();
         log.save_committed(Some(log_id(1, 2))).await.unwrap();
     }
-    let (mut log, _sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
+    let (mut log, _sm) = open(dir.path(), Arc::new(Store::new()), None)
+        .await
+        .unwrap();
     let entries = log.try_get_log_entries(1..4).await.unwrap();
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[1], write_entry(1, 2, "a", Some("1")));
@@ -142,7 +146,9 @@ async fn log_entries_and_vote_survive_reopen() {
 #[tokio::test]
 async fn truncate_and_purge() {
     let dir = TempDir::new().unwrap();
-    let (mut log, _sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
+    let (mut log, _sm) = open(dir.path(), Arc::new(Store::new()), None)
+        .await
+        .unwrap();
     append(&mut log, (1..=10).map(|i| blank(1, i)).collect())
         .await
         .unwrap();
@@ -171,7 +177,9 @@ async fn truncate_and_purge() {
     log.purge(log_id(1, 7)).await.unwrap();
     drop(log);
     drop(_sm);
-    let (mut log, _sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
+    let (mut log, _sm) = open(dir.path(), Arc::new(Store::new()), None)
+        .await
+        .unwrap();
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 7)));
     assert_eq!(state.last_log_id, Some(log_id(1, 7)));
@@ -187,7 +195,7 @@ async fn apply_updates_the_store_and_survives_reopen() {
     let dir = TempDir::new().unwrap();
     {
         let store = Arc::new(Store::new());
-        let (_log, mut sm) = open(dir.path(), store.clone()).await.unwrap();
+        let (_log, mut sm) = open(dir.path(), store.clone(), None).await.unwrap();
         let resp = sm
             .apply(vec![
                 membership_entry(1, 1, &[1, 2, 3]),
@@ -206,7 +214,7 @@ async fn apply_updates_the_store_and_survives_reopen() {
         assert_eq!(store.last_applied(), 6);
     }
     let store = Arc::new(Store::new());
-    let (_log, mut sm) = open(dir.path(), store.clone()).await.unwrap();
+    let (_log, mut sm) = open(dir.path(), store.clone(), None).await.unwrap();
     assert_eq!(store.last_applied(), 6);
     assert_eq!(value(&store, "a"), None);
     assert_eq!(value(&store, "b").as_deref(), Some("2"));
@@ -229,7 +237,7 @@ async fn apply_updates_the_store_and_survives_reopen() {
 async fn undecodable_entry_is_applied_empty() {
     let dir = TempDir::new().unwrap();
     let store = Arc::new(Store::new());
-    let (_log, mut sm) = open(dir.path(), store.clone()).await.unwrap();
+    let (_log, mut sm) = open(dir.path(), store.clone(), None).await.unwrap();
     let bad = Entry {
         log_id: log_id(1, 2),
         payload: RaftPayload::Normal(EntryPayload(vec![9, 9, 9])),
@@ -246,7 +254,9 @@ async fn undecodable_entry_is_applied_empty() {
 #[tokio::test]
 async fn view_history_answers_views() {
     let dir = TempDir::new().unwrap();
-    let (_log, mut sm) = open(dir.path(), Arc::new(Store::new())).await.unwrap();
+    let (_log, mut sm) = open(dir.path(), Arc::new(Store::new()), None)
+        .await
+        .unwrap();
     let views = sm.view_history();
     assert_eq!(views.view_for_seqno(0), None);
     assert_eq!(views.last_applied(), None);
@@ -275,7 +285,7 @@ async fn view_history_answers_views() {
 async fn snapshot_build_and_install_reproduce_the_state() {
     let dir_a = TempDir::new().unwrap();
     let store_a = Arc::new(Store::new());
-    let (_log_a, mut sm_a) = open(dir_a.path(), store_a.clone()).await.unwrap();
+    let (_log_a, mut sm_a) = open(dir_a.path(), store_a.clone(), None).await.unwrap();
     sm_a.apply(vec![
         membership_entry(1, 1, &[1, 2]),
         write_entry(1, 2, "a", Some("1")),
@@ -303,7 +313,7 @@ async fn snapshot_build_and_install_reproduce_the_state() {
     let dir_b = TempDir::new().unwrap();
     {
         let store_b = Arc::new(Store::new());
-        let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone()).await.unwrap();
+        let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone(), None).await.unwrap();
         // Stale state that the snapshot must replace entirely.
         sm_b.apply(vec![write_entry(1, 1, "stale", Some("x"))])
             .await
@@ -323,7 +333,7 @@ async fn snapshot_build_and_install_reproduce_the_state() {
     }
     // And the installed state is what a restart loads.
     let store_b = Arc::new(Store::new());
-    let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone()).await.unwrap();
+    let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone(), None).await.unwrap();
     assert_eq!(
         store_b.committed_entries(),
         vec![(M.to_string(), b"b".to_vec(), b"2".to_vec(), 3)]
@@ -335,7 +345,9 @@ async fn snapshot_build_and_install_reproduce_the_state() {
 #[tokio::test]
 async fn damaged_snapshot_data_is_an_error_not_a_panic() {
     let dir_a = TempDir::new().unwrap();
-    let (_log, mut sm) = open(dir_a.path(), Arc::new(Store::new())).await.unwrap();
+    let (_log, mut sm) = open(dir_a.path(), Arc::new(Store::new()), None)
+        .await
+        .unwrap();
     sm.apply(vec![write_entry(1, 1, "a", Some("1"))])
         .await
         .unwrap();
@@ -349,7 +361,7 @@ async fn damaged_snapshot_data_is_an_error_not_a_panic() {
 
     let dir_b = TempDir::new().unwrap();
     let store_b = Arc::new(Store::new());
-    let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone()).await.unwrap();
+    let (_log_b, mut sm_b) = open(dir_b.path(), store_b.clone(), None).await.unwrap();
     let mut cases: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
     cases.push([good.clone(), vec![0]].concat());
     let mut huge_count = good.clone();
@@ -460,7 +472,7 @@ struct TestNode {
 async fn start_node(router: &Router, id: u64) -> TestNode {
     let dir = TempDir::new().unwrap();
     let store = Arc::new(Store::new());
-    let (log, sm) = open(dir.path(), store.clone()).await.unwrap();
+    let (log, sm) = open(dir.path(), store.clone(), None).await.unwrap();
     let views = sm.view_history();
     let config = Arc::new(raft_config(50, 300, 600).unwrap());
     let raft = Raft::new(id, config, router.clone(), log.clone(), sm)

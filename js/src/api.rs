@@ -32,6 +32,8 @@ pub struct JsResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Set by `ccf.rpc.setClaimsDigest`: enters the transaction's Merkle leaf.
+    pub claims_digest: Option<[u8; 32]>,
 }
 
 /// Runtime limits applied to every execution (CCF's

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! u8     format version (1)
-//! u8     kind (1 = transaction)
+//! u8     kind (1 = transaction, 2 = signature)
 //! u8     has claims digest (0 or 1), then 32 bytes if 1
 //! u32    number of maps, then per map in ascending name order:
 //!          bytes  map name (UTF-8)
@@ -25,7 +25,12 @@ pub const FORMAT_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
+    /// An application or governance transaction.
     Transaction = 1,
+    /// A signature over the Merkle root: its write set writes one
+    /// [`crate::history::SignatureRecord`] (JSON) to
+    /// `public:ccf.internal.signatures`.
+    Signature = 2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +88,7 @@ impl LedgerEntry {
         }
         let kind = match r.u8()? {
             1 => EntryKind::Transaction,
+            2 => EntryKind::Signature,
             k => return Err(EntryError::Kind(k)),
         };
         let claims_digest = match r.flag()? {

@@ -179,6 +179,22 @@ impl History {
         self.signatures.iter().next_back().map(|(s, r)| (*s, r))
     }
 
+    /// Every entry's leaf components and signature, in seqno order (for
+    /// snapshots).
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = (u64, &LeafComponents, Option<&SignatureRecord>)> {
+        self.leaves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u64, c, self.signatures.get(&(i as u64))))
+    }
+
+    /// A copy of this history's secret, for building a fresh history.
+    pub fn secret(&self) -> CommitSecret {
+        self.secret.clone()
+    }
+
     pub fn commit_evidence(&self, view: u64, seqno: u64) -> String {
         self.secret.evidence(view, seqno)
     }

@@ -11,6 +11,8 @@
 //! join_target = "127.0.0.1:8000"          # join only: rpc address of any node of the service
 //! max_body_bytes = 1048576
 //! js_workers = 2
+//! signature_interval_tx = 5000            # sign the Merkle root after this many entries
+//! signature_interval_ms = 1000            # ... or after this long, whichever comes first
 //! ```
 //!
 //! Relative paths are relative to the directory the node was started in.
@@ -40,6 +42,10 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_js_workers")]
     pub js_workers: usize,
+    #[serde(default = "default_signature_interval_tx")]
+    pub signature_interval_tx: u64,
+    #[serde(default = "default_signature_interval_ms")]
+    pub signature_interval_ms: u64,
     #[serde(default)]
     pub raft: RaftTimings,
 }
@@ -67,6 +73,12 @@ impl Default for RaftTimings {
 
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+fn default_signature_interval_tx() -> u64 {
+    5000
+}
+fn default_signature_interval_ms() -> u64 {
+    1000
 }
 fn default_js_workers() -> usize {
     2
@@ -97,6 +109,9 @@ impl NodeConfig {
                 "rpc_address and node_address must differ (both are {})",
                 self.rpc_address
             );
+        }
+        if self.signature_interval_tx == 0 || self.signature_interval_ms == 0 {
+            bail!("signature_interval_tx and signature_interval_ms must be at least 1");
         }
         if self.js_workers == 0 {
             bail!("js_workers must be at least 1");

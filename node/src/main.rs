@@ -8,6 +8,7 @@ mod node;
 mod peer;
 mod rpc;
 mod sandbox;
+mod signatures;
 mod tables;
 mod tls;
 
@@ -42,6 +43,11 @@ enum Command {
     /// and ready-to-paste curl commands. Ctrl-C stops it; running it again
     /// resumes the same data.
     Sandbox(sandbox::SandboxArgs),
+    /// Offline verification for auditors.
+    Verify {
+        #[command(subcommand)]
+        command: VerifyCommand,
+    },
     /// Governance tools for members (more arrive with proposals and votes).
     Gov {
         #[command(subcommand)]
@@ -59,6 +65,20 @@ enum GovCommand {
         /// Directory to write into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerifyCommand {
+    /// Verify a JSON receipt (from GET /app/receipt) with nothing but the
+    /// service certificate. Prints "valid" (exit 0) or which check failed:
+    /// leaf, proof, signature or endorsement (exit 1).
+    Receipt {
+        /// The receipt file (JSON).
+        file: PathBuf,
+        /// The service certificate (PEM) the receipt must chain to.
+        #[arg(long)]
+        service_cert: PathBuf,
     },
 }
 
@@ -99,9 +119,39 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_node(command))
         }
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Verify {
+            command: VerifyCommand::Receipt { file, service_cert },
+        } => verify_receipt(&file, &service_cert),
         Command::Gov {
             command: GovCommand::Keygen { name, out },
         } => keygen(&name, &out),
+    }
+}
+
+fn verify_receipt(file: &std::path::Path, service_cert: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let cert = std::fs::read_to_string(service_cert)
+        .with_context(|| format!("reading {}", service_cert.display()))?;
+    let receipt: charter_ledger::receipt::Receipt = match serde_json::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            println!(
+                "invalid: format: {} is not a JSON receipt: {e}",
+                file.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    match charter_ledger::receipt::verify(&receipt, &cert) {
+        Ok(root) => {
+            println!("valid (root {})", hex::encode(root));
+            Ok(())
+        }
+        Err(e) => {
+            println!("invalid: {e}");
+            std::process::exit(1);
+        }
     }
 }
 

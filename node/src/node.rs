@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use charter_consensus::{EntryPayload, LogStore, Network, NodeAddr, Raft, ViewHistory};
 use charter_js::{AppBundle, JsEngine, Limits};
-use charter_ledger::{LedgerEntry, Store, Tx, TxId};
+use charter_ledger::history::{CommitSecret, History};
+use charter_ledger::{EntryKind, LedgerEntry, Store, Tx, TxId};
 use serde::{Deserialize, Serialize};
 
 use crate::config::NodeConfig;
@@ -30,6 +31,8 @@ pub struct Node {
     pub store: Arc<Store>,
     pub log: LogStore,
     pub views: ViewHistory,
+    /// The Merkle history of committed entries (receipts, signatures).
+    pub history: Arc<std::sync::Mutex<History>>,
     pub engine: Arc<JsEngine>,
     pub app: RwLock<Option<Arc<AppBundle>>>,
     pub identity: Identity,
@@ -137,10 +140,16 @@ impl Node {
     async fn open(config: NodeConfig, app_dir: Option<PathBuf>) -> anyhow::Result<Arc<Node>> {
         let (id, identity, service) = load_identity(&config)?;
         let store = Arc::new(Store::new());
-        let (log, sm) = charter_consensus::open(&config.data_dir.join("raft"), store.clone())
-            .await
-            .context("opening the node's RocksDB storage")?;
+        // Every node holding the service key derives the same secret.
+        let secret = CommitSecret::derive(service.key_pem.as_bytes());
+        let (log, sm) =
+            charter_consensus::open(&config.data_dir.join("raft"), store.clone(), Some(secret))
+                .await
+                .context("opening the node's RocksDB storage")?;
         let views = sm.view_history();
+        let history = sm
+            .history()
+            .ok_or_else(|| anyhow!("the state machine keeps no ledger history"))?;
         let peers = crate::tls::reqwest_client(
             crate::tls::node_to_node_client(&identity, &service.cert_pem)?,
             Duration::from_secs(30),
@@ -176,6 +185,7 @@ impl Node {
             store,
             log,
             views,
+            history,
             engine,
             app: RwLock::new(app),
             identity,
@@ -185,6 +195,7 @@ impl Node {
             join_lock: tokio::sync::Mutex::new(()),
         });
         node.clone().watch_leadership();
+        crate::signatures::spawn(node.clone())?;
         Ok(node)
     }
 
@@ -378,6 +389,16 @@ impl Node {
     /// is committed and applied here. A transaction that wrote nothing
     /// commits at once, as of the state it read.
     pub async fn commit(&self, tx: Tx) -> Result<TxId, CommitFailure> {
+        self.commit_entry(tx, EntryKind::Transaction, None).await
+    }
+
+    /// [`Node::commit`] for any kind of entry, with an optional claims digest.
+    pub async fn commit_entry(
+        &self,
+        tx: Tx,
+        kind: EntryKind,
+        claims_digest: Option<[u8; 32]>,
+    ) -> Result<TxId, CommitFailure> {
         let read_only = tx.is_read_only();
         let guard = self.sequencer.lock().await;
         if !read_only && !self.is_ready_primary() {
@@ -391,7 +412,12 @@ impl Node {
             drop(guard);
             return Ok(self.committed_txid());
         };
-        let payload = EntryPayload(LedgerEntry::transaction((*ws).clone()).encode());
+        let entry = LedgerEntry {
+            kind,
+            claims_digest,
+            write_set: (*ws).clone(),
+        };
+        let payload = EntryPayload(entry.encode());
         let receiver = match self.raft.client_write_ff(payload).await {
             Ok(r) => r,
             Err(e) => {

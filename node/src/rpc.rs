@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charter_js::{EndpointDef, JsRequest, Mode};
-use charter_ledger::TxId;
+use charter_ledger::{EntryKind, TxId};
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::json;
 
@@ -36,6 +36,7 @@ pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
         ),
         (Method::GET, "/node/js_metrics") => js_metrics(&node),
         (Method::POST, "/node/join") => join(&node, req, false).await,
+        (Method::GET, "/app/receipt") => receipt(&node, &req),
         (_, p) if p == "/app" || p.starts_with("/app/") => handle_app(&node, req, false).await,
         (
             _,
@@ -176,6 +177,103 @@ pub fn tx_status(node: &Node, id: TxId) -> &'static str {
                 "Unknown"
             }
         }
+    }
+}
+
+/// `GET /app/receipt?transaction_id=V.S`: CCF's JSON receipt for a
+/// committed transaction, once a committed signature covers it. For
+/// registered users and members (the receipt reveals commit evidence).
+fn receipt(node: &Node, req: &HttpRequest) -> Response<Body> {
+    let registered = req.peer_cert.as_deref().is_some_and(|der| {
+        let id = identity::cert_id_der(der);
+        node.store
+            .get_committed(tables::USERS_CERTS, id.as_bytes())
+            .is_some()
+            || node
+                .store
+                .get_committed(tables::MEMBERS_CERTS, id.as_bytes())
+                .is_some()
+    });
+    if !registered {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationInfo",
+            "receipts are for registered users and members: present a registered client certificate",
+        );
+    }
+    let accept = req
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/cose") {
+        return error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            "UnsupportedReceiptFormat",
+            "COSE receipts are not available yet; ask for application/json",
+        );
+    }
+    let Some(raw) = req.query_param("transaction_id") else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "MissingQueryParameter",
+            "transaction_id is required, e.g. ?transaction_id=2.15",
+        );
+    };
+    let id: TxId = match raw.parse() {
+        Ok(id) => id,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "InvalidQueryParameterValue",
+                e.to_string(),
+            )
+        }
+    };
+    let not_yet = |why: String| {
+        let mut r = json_response(
+            StatusCode::ACCEPTED,
+            &json!({"transaction_id": id.to_string(), "status": why}),
+        );
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    };
+    match tx_status(node, id) {
+        "Committed" => {}
+        "Pending" => return not_yet("Pending: not committed yet".into()),
+        "Invalid" => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "TransactionInvalid",
+                format!(
+                    "transaction {id} was not committed in view {}; it never will be",
+                    id.view
+                ),
+            )
+        }
+        _ => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "TransactionNotFound",
+                format!("transaction {id} is not known to this node"),
+            )
+        }
+    }
+    let result = node
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .receipt(id.seqno);
+    match result {
+        Ok(receipt) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(receipt).unwrap_or_default(),
+        ),
+        Err(charter_ledger::history::ReceiptUnavailable::NotSigned(_)) => {
+            not_yet("Committed, awaiting the next signature".into())
+        }
+        Err(e) => error_response(StatusCode::NOT_FOUND, "TransactionNotFound", e.to_string()),
     }
 }
 
@@ -346,7 +444,7 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
         };
         // As in CCF: writes are applied only when the handler answered 2xx.
         let txid = if (200..300).contains(&resp.status) {
-            match node.commit(tx).await {
+            match node.commit_entry(tx, EntryKind::Transaction, resp.claims_digest).await {
                 Ok(id) => id,
                 Err(CommitFailure::Conflict) => {
                     tracing::debug!(attempt, "transaction conflicted; re-executing");

@@ -231,6 +231,7 @@ fn run_in_context(
         status,
         headers,
         body,
+        claims_digest: None,
     })
 }
 

@@ -14,6 +14,13 @@ use charter_ledger::Tx;
 thread_local! {
     /// The transaction of the request this worker thread is executing.
     static CURRENT_TX: RefCell<Option<Tx>> = const { RefCell::new(None) };
+    /// The claims digest the current request set with `ccf.rpc.setClaimsDigest`.
+    static CLAIMS_DIGEST: RefCell<Option<[u8; 32]>> = const { RefCell::new(None) };
+}
+
+/// Takes the claims digest the request set, if any.
+pub(crate) fn take_claims_digest() -> Option<[u8; 32]> {
+    CLAIMS_DIGEST.with(|c| c.borrow_mut().take())
 }
 
 /// Binds `tx` to this thread for the duration of one execution.
@@ -270,6 +277,23 @@ fn kv_entries(
     rv.set(v8::Array::new_with_elements(scope, &pairs).into());
 }
 
+fn set_claims_digest(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    _rv: v8::ReturnValue,
+) {
+    let Some(bytes) = bytes_arg(scope, &args, 0, "the claims digest") else {
+        return;
+    };
+    match <[u8; 32]>::try_from(bytes.as_slice()) {
+        Ok(digest) => CLAIMS_DIGEST.with(|c| *c.borrow_mut() = Some(digest)),
+        Err(_) => throw_type_error(
+            scope,
+            &format!("a claims digest is 32 bytes (SHA-256), got {}", bytes.len()),
+        ),
+    }
+}
+
 fn log(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
     let level = args.get(0).to_rust_string_lossy(scope);
     let message = args.get(1).to_rust_string_lossy(scope);
@@ -301,5 +325,6 @@ pub(crate) fn natives<'s>(scope: &mut v8::HandleScope<'s>) -> Option<v8::Local<'
     add!("kvSize", kv_size);
     add!("kvEntries", kv_entries);
     add!("log", log);
+    add!("setClaimsDigest", set_claims_digest);
     Some(obj)
 }

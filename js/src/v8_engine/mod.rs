@@ -35,7 +35,11 @@ static V8_INIT: Once = Once::new();
 fn init_v8(max_stack_bytes: usize) {
     V8_INIT.call_once(|| {
         let kb = (max_stack_bytes / 1024).max(64);
-        v8::V8::set_flags_from_string(&format!("--stack-size={kb}"));
+        // --no-turboshaft-loop-unrolling: V8 13.0's optimizing compiler can
+        // drop the interrupt check of a loop that contains a small
+        // constant-size inner loop (e.g. `new Array(1000)`), after which
+        // neither the watchdog nor the heap-limit callback can stop it.
+        v8::V8::set_flags_from_string(&format!("--stack-size={kb} --no-turboshaft-loop-unrolling"));
         let platform = v8::new_default_platform(0, false).make_shared();
         v8::V8::initialize_platform(platform);
         v8::V8::initialize();
@@ -161,10 +165,16 @@ impl Drop for JsEngine {
     }
 }
 
+/// Heap granted beyond the limit once it is hit, so the terminated handler
+/// can unwind (and an allocation in flight can finish) without V8 running
+/// out of memory, which would abort the process.
+const UNWIND_HEADROOM_BYTES: usize = 512 * 1024 * 1024;
+
 /// Set by the near-heap-limit callback; lives (boxed) as long as the isolate.
 struct HeapGuard {
     handle: v8::IsolateHandle,
     hit: AtomicBool,
+    ceiling: usize,
 }
 
 extern "C" fn near_heap_limit(
@@ -177,8 +187,27 @@ extern "C" fn near_heap_limit(
     let guard = unsafe { &*(data as *const HeapGuard) };
     guard.hit.store(true, Ordering::SeqCst);
     guard.handle.terminate_execution();
-    // Room to unwind the terminated handler; the isolate is replaced after.
-    current_heap_limit.saturating_mul(2)
+    // One grant up to a fixed ceiling: interruptible code stops at its next
+    // check long before using it. A builtin that never checks for
+    // interrupts and keeps allocating still reaches the ceiling, and then
+    // V8 aborts the process: that case needs process isolation.
+    current_heap_limit.max(guard.ceiling)
+}
+
+extern "C" fn on_oom(location: *const std::os::raw::c_char, details: &v8::OomDetails) {
+    let location = if location.is_null() {
+        "unknown".to_string()
+    } else {
+        // SAFETY: V8 passes a NUL-terminated string.
+        unsafe { std::ffi::CStr::from_ptr(location) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    tracing::error!(
+        location,
+        heap = details.is_heap_oom,
+        "V8 ran out of memory; the process will abort"
+    );
 }
 
 /// One isolate and what must live exactly as long as it.
@@ -194,9 +223,11 @@ impl Worker {
         let params = v8::CreateParams::default().heap_limits(0, limits.max_heap_bytes);
         let mut isolate = v8::Isolate::new(params);
         isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
+        isolate.set_oom_error_handler(on_oom);
         let heap = Box::new(HeapGuard {
             handle: isolate.thread_safe_handle(),
             hit: AtomicBool::new(false),
+            ceiling: limits.max_heap_bytes.saturating_add(UNWIND_HEADROOM_BYTES),
         });
         isolate.add_near_heap_limit_callback(
             near_heap_limit,
@@ -368,10 +399,23 @@ fn execute_one(
     // the next request.
     w.isolate.cancel_terminate_execution();
     let heap_hit = w.heap.hit.swap(false, Ordering::SeqCst);
+    // One large allocation can pass the limit without the callback firing
+    // (V8 always admits a first large object): an isolate left over its
+    // limit is not reused either.
+    let mut stats = v8::HeapStatistics::default();
+    w.isolate.get_heap_statistics(&mut stats);
+    let over_limit = stats.used_heap_size() > limits.max_heap_bytes;
     let tx = host::take_tx();
+    let claims_digest = host::take_claims_digest();
     let result = match outcome {
         Ok(response) => match tx {
-            Some(tx) => Ok((response, tx)),
+            Some(tx) => Ok((
+                JsResponse {
+                    claims_digest,
+                    ..response
+                },
+                tx,
+            )),
             None => Err(JsError::Internal(
                 "the transaction was lost during execution".into(),
             )),
@@ -399,7 +443,7 @@ fn execute_one(
         }
         _ => {}
     }
-    (result, !heap_hit)
+    (result, !heap_hit && !over_limit)
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@
     bufToStr: native.bufToStr,
     jsonCompatibleToBuf: (value) => native.strToBuf(stringify(value)),
     bufToJsonCompatible: (buf) => parse(native.bufToStr(buf)),
+    rpc: freeze({
+      setClaimsDigest: (digest) => native.setClaimsDigest(digest),
+    }),
   };
   globalThis.console = {
     log: logger("info"),

@@ -239,6 +239,51 @@ async fn infinite_loop_is_stopped_and_the_worker_carries_on() {
 }
 
 #[tokio::test]
+async fn heap_bombs_are_stopped_and_the_isolate_replaced() {
+    let fx = Fixture::new();
+    let b = bundle(
+        r#"export function main() { const a = []; for (;;) { a.push(new Array(1000).fill("x" + a.length)); } }
+           export function other() { const m = new Map(); for (let i = 0; ; i++) { m.set(i, {i, s: "v" + i}); } }"#,
+    );
+    let ok = bundle(r#"export function main() { return { body: "fine" }; }"#);
+    for f in ["main", "other"] {
+        assert_eq!(
+            fx.call(&b, f, "").await.unwrap_err(),
+            JsError::HeapLimit(32 * 1024 * 1024),
+            "{f}"
+        );
+        assert_eq!(fx.body(&ok, "main").await, "fine");
+    }
+    assert_eq!(
+        fx.engine.metrics().isolates_created.load(Ordering::Relaxed),
+        3
+    );
+    assert_eq!(
+        fx.engine.metrics().heap_limit_hits.load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[tokio::test]
+async fn claims_digest_reaches_the_response() {
+    let fx = Fixture::new();
+    let b = bundle(
+        r#"export function main() {
+               ccf.rpc.setClaimsDigest(new Uint8Array(32).fill(7).buffer);
+               return {};
+           }
+           export function other() {
+               try { ccf.rpc.setClaimsDigest(new ArrayBuffer(3)); } catch (e) { return { body: e.name }; }
+           }"#,
+    );
+    let (resp, _) = fx.call(&b, "main", "").await.unwrap();
+    assert_eq!(resp.claims_digest, Some([7; 32]));
+    let (resp, _) = fx.call(&b, "other", "").await.unwrap();
+    assert_eq!(resp.claims_digest, None);
+    assert_eq!(resp.body, b"TypeError");
+}
+
+#[tokio::test]
 async fn deep_recursion_is_a_catchable_range_error() {
     let fx = Fixture::new();
     let b = bundle(

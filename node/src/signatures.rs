@@ -1,0 +1,86 @@
+//! The primary signs the ledger's Merkle root: after
+//! `signature_interval_tx` new entries or `signature_interval_ms`, whichever
+//! comes first. A signature is itself an entry (kind `Signature`, writing
+//! `public:ccf.internal.signatures`); once it commits, every entry it covers
+//! has a receipt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use charter_ledger::history::{SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY};
+use charter_ledger::EntryKind;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::Signer;
+
+use crate::node::Node;
+
+/// Runs for the life of the node; signs only while it is the primary.
+pub fn spawn(node: Arc<Node>) -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&node.identity.key_pem)
+        .map_err(|e| anyhow::anyhow!("the node key is not an Ed25519 PKCS#8 key: {e}"))?;
+    let interval = Duration::from_millis(node.config.signature_interval_ms);
+    let every_tx = node.config.signature_interval_tx;
+    // Check often enough to honour both intervals closely.
+    let tick = (interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut unsigned_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(tick).await;
+            if !node.is_ready_primary() {
+                unsigned_since = None;
+                continue;
+            }
+            // What is applied and not yet covered by a signature?
+            let (applied, signed, last_sig_entry) = {
+                let h = node.history.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(applied) = h.len().checked_sub(1) else {
+                    continue;
+                };
+                match h.last_signature() {
+                    Some((at, sig)) => (applied, Some(sig.seqno), Some(at)),
+                    None => (applied, None, None),
+                }
+            };
+            // Nothing new since the last signature entry (or only it).
+            if last_sig_entry.is_some_and(|at| applied <= at) {
+                unsigned_since = None;
+                continue;
+            }
+            let since = *unsigned_since.get_or_insert_with(Instant::now);
+            let new_entries = applied - signed.unwrap_or(0);
+            if new_entries < every_tx && since.elapsed() < interval {
+                continue;
+            }
+            match sign(&node, &key, applied).await {
+                Ok(()) => unsigned_since = None,
+                Err(e) => tracing::warn!("signing the ledger failed (will retry): {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn sign(node: &Node, key: &ed25519_dalek::SigningKey, through: u64) -> anyhow::Result<()> {
+    let root = node
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .root_through(through)?;
+    let record = SignatureRecord {
+        node_id: node.id.to_string(),
+        view: node.metrics().current_term,
+        seqno: through,
+        root: hex::encode(root),
+        signature: base64::engine::general_purpose::STANDARD.encode(key.sign(&root).to_bytes()),
+        cert: node.identity.cert_pem.clone(),
+    };
+    let mut tx = node.store.begin();
+    tx.set(SIGNATURES_MAP, SIGNATURE_KEY, &serde_json::to_vec(&record)?)?;
+    let id = node
+        .commit_entry(tx, EntryKind::Signature, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::debug!(%id, through, "signed the ledger");
+    Ok(())
+}
