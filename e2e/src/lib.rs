@@ -163,6 +163,8 @@ pub struct ClusterOptions {
     pub nodes: usize,
     pub app: PathBuf,
     pub max_body_bytes: usize,
+    /// Extra TOML lines for every node's config (top-level keys).
+    pub extra_config: String,
 }
 
 impl ClusterOptions {
@@ -171,6 +173,7 @@ impl ClusterOptions {
             nodes,
             app: repo_root().join("samples/logging"),
             max_body_bytes: 1024 * 1024,
+            extra_config: String::new(),
         }
     }
 }
@@ -214,6 +217,8 @@ impl Cluster {
                 opts.app,
                 opts.max_body_bytes,
             );
+            config.push_str(&opts.extra_config);
+            config.push('\n');
             config.push_str("[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 800\nelection_timeout_max_ms = 1600\n");
             let config = if i == 0 {
                 format!("initial_users = [{:?}]\n{config}", user_cert)
