@@ -58,6 +58,46 @@ async fn fetch_receipt(c: &Cluster, node: usize, txid: (u64, u64)) -> anyhow::Re
     }
 }
 
+/// The Python verifier from docs/auditing.md, written to `dir`.
+fn python_verifier(dir: &Path) -> std::path::PathBuf {
+    let doc = std::fs::read_to_string(charter_e2e::repo_root().join("docs/auditing.md")).unwrap();
+    let start = doc
+        .find("```python\n")
+        .expect("docs/auditing.md has a python block")
+        + "```python\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let path = dir.join("verify_receipt.py");
+    std::fs::write(&path, &doc[start..end]).unwrap();
+    path
+}
+
+/// Runs the Python verifier; returns (exit success, stdout).
+fn python_verify(
+    script: &Path,
+    dir: &Path,
+    name: &str,
+    receipt: &Value,
+    service_cert: &Path,
+) -> (bool, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, receipt.to_string()).unwrap();
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&file)
+        .arg(service_cert)
+        .output()
+        .expect("python3 (scripts/setup installs the cryptography package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("Traceback"),
+        "the Python verifier crashed: {stderr}"
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// Runs `charter verify receipt`; returns (exit success, stdout).
 fn cli_verify(dir: &Path, name: &str, receipt: &Value, service_cert: &Path) -> (bool, String) {
     let file = dir.join(name);
@@ -97,12 +137,19 @@ async fn receipts_verify_offline_across_a_leader_change() -> anyhow::Result<()> 
 
     // A sample, each fetched from a different node, verifies in-process;
     // some also through the CLI.
+    let python = python_verifier(c.dir.path());
     let mut roots = std::collections::BTreeSet::new();
     for (k, txid) in txids.iter().step_by(97).enumerate() {
         let v = fetch_receipt(&c, k % 3, *txid).await?;
         let r: Receipt = serde_json::from_value(v.clone())?;
-        roots.insert(
-            receipt::verify(&r, &service_cert).map_err(|e| anyhow::anyhow!("{txid:?}: {e}"))?,
+        let root =
+            receipt::verify(&r, &service_cert).map_err(|e| anyhow::anyhow!("{txid:?}: {e}"))?;
+        roots.insert(root);
+        // The independent verifier agrees, root and all.
+        let (ok, out) = python_verify(&python, c.dir.path(), "p.json", &v, &c.service_cert);
+        assert!(
+            ok && out.contains(&hex::encode(root)),
+            "{txid:?}: python says {out}"
         );
         if k % 4 == 0 {
             let (ok, out) = cli_verify(c.dir.path(), "r.json", &v, &c.service_cert);
@@ -126,6 +173,8 @@ async fn receipts_verify_offline_across_a_leader_change() -> anyhow::Result<()> 
     bad["leaf_components"]["write_set_digest"] = json!(flipped);
     let (ok, out) = cli_verify(c.dir.path(), "bad1.json", &bad, &c.service_cert);
     assert!(!ok && out.contains("signature"), "{out}");
+    let (ok, out) = python_verify(&python, c.dir.path(), "pbad1.json", &bad, &c.service_cert);
+    assert!(!ok && out.contains("signature"), "python: {out}");
     let mut bad = good.clone();
     bad["leaf_components"]["commit_evidence"] = json!("ce:garbage");
     let (ok, out) = cli_verify(c.dir.path(), "bad2.json", &bad, &c.service_cert);
@@ -135,6 +184,8 @@ async fn receipts_verify_offline_across_a_leader_change() -> anyhow::Result<()> 
     std::fs::rename(c.dir.path().join("other_cert.pem"), &other_service).ok();
     let (ok, out) = cli_verify(c.dir.path(), "good.json", &good, &other_service);
     assert!(!ok && out.contains("endorsement"), "{out}");
+    let (ok, out) = python_verify(&python, c.dir.path(), "pgood.json", &good, &other_service);
+    assert!(!ok && out.contains("endorsement"), "python: {out}");
 
     // Bad requests for receipts.
     let r = c
