@@ -25,6 +25,8 @@ pub struct HistoryRecord {
 pub(crate) struct Decoded {
     pub write_set: WriteSet,
     pub record: HistoryRecord,
+    /// Whether the bytes were a valid ledger entry.
+    pub decoded: bool,
 }
 
 /// Decodes a normal entry's ledger entry. The primary only appends entries
@@ -33,11 +35,11 @@ pub(crate) struct Decoded {
 /// logged and applied as an empty transaction, which keeps all nodes
 /// identical.
 pub(crate) fn decode_entry(view: u64, seqno: u64, bytes: &[u8]) -> Decoded {
-    let entry = match LedgerEntry::decode(bytes) {
-        Ok(entry) => entry,
+    let (entry, decoded) = match LedgerEntry::decode(bytes) {
+        Ok(entry) => (entry, true),
         Err(e) => {
             tracing::error!(view, seqno, error = %e, "undecodable ledger entry; applying it as empty");
-            LedgerEntry::transaction(WriteSet::default())
+            (LedgerEntry::transaction(WriteSet::default()), false)
         }
     };
     let signature = match entry.kind {
@@ -54,6 +56,7 @@ pub(crate) fn decode_entry(view: u64, seqno: u64, bytes: &[u8]) -> Decoded {
             signature,
         },
         write_set: entry.write_set,
+        decoded,
     }
 }
 

@@ -35,7 +35,9 @@ mod wire;
 pub use config::{default_raft_config, raft_config};
 pub use network::{Network, NetworkConnection};
 pub use server::{handle_append, handle_snapshot, handle_vote, RpcError};
-pub use storage::{open, open_blocking, LogStore, SnapshotBuilder, StateMachine, ViewHistory};
+pub use storage::{
+    open, open_blocking, HistoryConfig, LogStore, SnapshotBuilder, StateMachine, ViewHistory,
+};
 pub use types::{EntryPayload, NodeAddr, NodeId, Raft, TypeConfig, WriteResponse};
 pub use wire::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
 

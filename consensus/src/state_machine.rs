@@ -5,6 +5,7 @@
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 
+use charter_ledger::files::{Frame, LedgerWriter};
 use charter_ledger::history::{CommitSecret, History};
 use charter_ledger::kv::{Key, Value};
 use charter_ledger::{Store, WriteSet};
@@ -14,11 +15,12 @@ use openraft::{
 };
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::history_store::{self, HistoryRecord};
 use crate::storage::{
-    cf, from_json, get_json, io_error, io_msg, to_json, write_options, CF_HISTORY, CF_SM_KV,
-    CF_SM_META,
+    cf, from_json, get_json, io_error, io_msg, to_json, write_options, HistoryConfig, CF_HISTORY,
+    CF_SM_KV, CF_SM_META,
 };
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, WriteResponse,
@@ -318,6 +320,8 @@ pub struct StateMachine {
     /// The Merkle history of applied entries, shared with the node (which
     /// signs its root and serves receipts from it).
     history: Option<Arc<Mutex<History>>>,
+    /// The ledger chunk files committed entries are appended to.
+    ledger: Option<LedgerWriter>,
     /// Serialises "is this snapshot newer than the stored one, then store
     /// it" between snapshot builds (which run on their own task) and
     /// installs.
@@ -329,7 +333,7 @@ impl StateMachine {
     pub(crate) fn load(
         db: Arc<DB>,
         store: Arc<Store>,
-        secret: Option<CommitSecret>,
+        config: Option<HistoryConfig>,
     ) -> Result<Self, StorageError> {
         let subject = ErrorSubject::StateMachine;
         let last_applied: Option<LogId> =
@@ -353,13 +357,23 @@ impl StateMachine {
         );
         store.reset(last_applied.map(|l| l.index).unwrap_or(0), entries);
 
-        let history = match secret {
-            Some(secret) => Some(Arc::new(Mutex::new(load_history(
-                &db,
-                secret,
-                last_applied,
-            )?))),
-            None => None,
+        let (history, ledger) = match config {
+            Some(config) => {
+                let history = load_history(&db, config.secret, last_applied)?;
+                let ledger =
+                    LedgerWriter::open(&config.ledger_dir, config.chunk_bytes).map_err(|e| {
+                        io_msg(
+                            subject.clone(),
+                            ErrorVerb::Read,
+                            format!(
+                                "opening the ledger files in {}: {e}",
+                                config.ledger_dir.display()
+                            ),
+                        )
+                    })?;
+                (Some(Arc::new(Mutex::new(history))), Some(ledger))
+            }
+            None => (None, None),
         };
         let views = ViewHistory::default();
         views.set(starts, last_applied);
@@ -370,6 +384,7 @@ impl StateMachine {
             membership,
             views,
             history,
+            ledger,
             snapshot_lock: Arc::new(Mutex::new(())),
         })
     }
@@ -473,15 +488,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let log_id = entry.log_id;
             let seqno = log_id.index;
             let view = log_id.leader_id.term;
-            let (ws, record) = match entry.payload {
-                RaftPayload::Blank => (WriteSet::default(), history_store::empty_record(view)),
+            let (ws, record, entry_bytes) = match entry.payload {
+                RaftPayload::Blank => {
+                    (WriteSet::default(), history_store::empty_record(view), None)
+                }
                 RaftPayload::Normal(payload) => {
                     let d = history_store::decode_entry(view, seqno, &payload.0);
-                    (d.write_set, d.record)
+                    // An undecodable entry is applied as empty, and recorded so.
+                    let bytes = d.decoded.then_some(payload.0);
+                    (d.write_set, d.record, bytes)
                 }
                 RaftPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
-                    (WriteSet::default(), history_store::empty_record(view))
+                    (WriteSet::default(), history_store::empty_record(view), None)
                 }
             };
             if let Some(history) = history.as_mut() {
@@ -496,6 +515,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     history_store::history_key(seqno),
                     history_store::encode_record(&record),
                 );
+                if let Some(ledger) = self.ledger.as_mut() {
+                    let evidence = history.commit_evidence(view, seqno);
+                    let frame = Frame {
+                        view,
+                        seqno,
+                        commit_evidence_digest: Sha256::digest(evidence.as_bytes()).into(),
+                        entry: entry_bytes,
+                    };
+                    // Before the state moves: a crash in between re-applies
+                    // the entry, and the writer skips what it already has.
+                    ledger
+                        .append(&frame, record.signature.is_some())
+                        .map_err(|e| {
+                            tracing::error!(%log_id, "writing the ledger file failed: {e}");
+                            io_error(ErrorSubject::Apply(log_id), ErrorVerb::Write, &e)
+                        })?;
+                }
             }
             for (map, writes) in &ws.maps {
                 for (key, write) in &writes.writes {

@@ -51,17 +51,17 @@ const ALL_CFS: [&str; 5] = [CF_LOG, CF_RAFT_META, CF_SM_KV, CF_SM_META, CF_HISTO
 /// a clone of the [`LogStore`] (for [`LogStore::term_at`]) before handing
 /// them over.
 ///
-/// With `secret`, the state machine also keeps the ledger history (one
-/// Merkle leaf per entry, signatures checked against it) and persists it;
-/// without, it keeps none (storage tests).
+/// With `history`, the state machine also keeps the ledger history (one
+/// Merkle leaf per entry, signatures checked against it), persists it, and
+/// writes the ledger files; without, it keeps none (storage tests).
 pub async fn open(
     dir: &Path,
     store: Arc<Store>,
-    secret: Option<CommitSecret>,
+    history: Option<HistoryConfig>,
 ) -> Result<(LogStore, StateMachine), StorageError> {
     let dir = dir.to_path_buf();
     // Opening RocksDB and loading the whole KV state is blocking disk work.
-    tokio::task::spawn_blocking(move || open_blocking(&dir, store, secret))
+    tokio::task::spawn_blocking(move || open_blocking(&dir, store, history))
         .await
         .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))?
 }
@@ -70,7 +70,7 @@ pub async fn open(
 pub fn open_blocking(
     dir: &Path,
     store: Arc<Store>,
-    secret: Option<CommitSecret>,
+    history: Option<HistoryConfig>,
 ) -> Result<(LogStore, StateMachine), StorageError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -82,8 +82,18 @@ pub fn open_blocking(
         .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))?;
     let db = Arc::new(db);
     let log = LogStore::new(db.clone());
-    let sm = StateMachine::load(db, store, secret)?;
+    let sm = StateMachine::load(db, store, history)?;
     Ok((log, sm))
+}
+
+/// What the state machine needs to keep the ledger history and files.
+pub struct HistoryConfig {
+    /// Commit evidence is derived from it (every node holds the same).
+    pub secret: CommitSecret,
+    /// Where the ledger chunk files go.
+    pub ledger_dir: std::path::PathBuf,
+    /// A chunk is closed at the first signature past this size.
+    pub chunk_bytes: u64,
 }
 
 /// The column family handle; all of them are created at open, so a missing

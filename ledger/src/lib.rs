@@ -7,14 +7,19 @@
 //! - [`entry`]: the deterministic binary encoding of a ledger entry (what
 //!   travels in the Raft log and what an auditor parses).
 //! - [`txid`]: transaction ids, `<view>.<seqno>`.
+//! - [`files`]: ledger chunk files (the only I/O this crate does);
+//! - [`audit`]: offline audit of a ledger directory;
 //! - [`history`]: one Merkle leaf per seqno, signature entries, receipts;
 //! - [`receipt`]: CCF's JSON receipt and its offline verification;
 //! - [`merkle`]: the Merkle tree over transaction leaves (CCF's shape and
 //!   hashes), its inclusion paths (receipt proofs) and its snapshot form.
 //!
-//! This crate does no I/O and knows nothing of Raft, JS or HTTP.
+//! This crate does no I/O but its own ledger files, and knows nothing of
+//! Raft, JS or HTTP.
 
+pub mod audit;
 pub mod entry;
+pub mod files;
 pub mod history;
 pub mod kv;
 pub mod merkle;

@@ -13,6 +13,7 @@
 //! js_workers = 2
 //! signature_interval_tx = 5000            # sign the Merkle root after this many entries
 //! signature_interval_ms = 1000            # ... or after this long, whichever comes first
+//! ledger_chunk_bytes = 5242880            # ledger files close at a signature past this size
 //! ```
 //!
 //! Relative paths are relative to the directory the node was started in.
@@ -46,6 +47,8 @@ pub struct NodeConfig {
     pub signature_interval_tx: u64,
     #[serde(default = "default_signature_interval_ms")]
     pub signature_interval_ms: u64,
+    #[serde(default = "default_ledger_chunk_bytes")]
+    pub ledger_chunk_bytes: u64,
     #[serde(default)]
     pub raft: RaftTimings,
 }
@@ -76,6 +79,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_signature_interval_tx() -> u64 {
     5000
+}
+fn default_ledger_chunk_bytes() -> u64 {
+    5 * 1024 * 1024
 }
 fn default_signature_interval_ms() -> u64 {
     1000

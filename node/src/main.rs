@@ -43,6 +43,11 @@ enum Command {
     /// and ready-to-paste curl commands. Ctrl-C stops it; running it again
     /// resumes the same data.
     Sandbox(sandbox::SandboxArgs),
+    /// Ledger files, offline (auditors).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Offline verification for auditors.
     Verify {
         #[command(subcommand)]
@@ -65,6 +70,24 @@ enum GovCommand {
         /// Directory to write into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Audit a ledger directory (a node's DATA_DIR/ledger, live or not):
+    /// re-parse every entry, recompute every Merkle leaf and root, check
+    /// every signature and its node's endorsement by the service. Exit 0
+    /// and counts, or exit 1 and the first bad seqno, file and byte offset.
+    Audit {
+        /// The ledger directory (ledger_* chunk files).
+        dir: PathBuf,
+        /// The service certificate (PEM) signatures must chain to.
+        #[arg(long)]
+        service_cert: PathBuf,
+        /// Print the result as JSON (for machines).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -119,12 +142,85 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_node(command))
         }
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Ledger {
+            command:
+                LedgerCommand::Audit {
+                    dir,
+                    service_cert,
+                    json,
+                },
+        } => audit_ledger(&dir, &service_cert, json),
         Command::Verify {
             command: VerifyCommand::Receipt { file, service_cert },
         } => verify_receipt(&file, &service_cert),
         Command::Gov {
             command: GovCommand::Keygen { name, out },
         } => keygen(&name, &out),
+    }
+}
+
+fn audit_ledger(
+    dir: &std::path::Path,
+    service_cert: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let cert = std::fs::read_to_string(service_cert)
+        .with_context(|| format!("reading {}", service_cert.display()))?;
+    let show_progress = !json && std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut progress = |done: u64, total: u64| {
+        if show_progress && total > 0 {
+            let width = 40;
+            let filled = (done.min(total) * width / total) as usize;
+            eprint!(
+                "\r[{}{}] {:>3}%  {} MB",
+                "#".repeat(filled),
+                ".".repeat(width as usize - filled),
+                done * 100 / total,
+                done / 1_000_000
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let result = charter_ledger::audit::audit(dir, &cert, &mut progress);
+    if show_progress {
+        eprintln!();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "report": report, "seconds": seconds})
+                );
+            } else {
+                println!(
+                    "ok: {} entries in {} files ({} bytes), {} signatures verified, last signed seqno {}, {} entries after it not yet signed",
+                    report.entries,
+                    report.files,
+                    report.bytes,
+                    report.signatures,
+                    report.last_signed_seqno.map_or("none".into(), |s| s.to_string()),
+                    report.unsigned_tail
+                );
+                println!("root of all entries: {}", report.root);
+                if let Some(r) = &report.signed_root {
+                    println!("last signed root:    {r}");
+                }
+                println!("{:.0} entries/s", report.entries as f64 / seconds.max(1e-9));
+            }
+            Ok(())
+        }
+        Err(failure) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "failure": failure}));
+            } else {
+                println!("FAILED: {failure}");
+            }
+            std::process::exit(1);
+        }
     }
 }
 

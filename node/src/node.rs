@@ -142,8 +142,13 @@ impl Node {
         let store = Arc::new(Store::new());
         // Every node holding the service key derives the same secret.
         let secret = CommitSecret::derive(service.key_pem.as_bytes());
+        let history = charter_consensus::HistoryConfig {
+            secret,
+            ledger_dir: config.data_dir.join("ledger"),
+            chunk_bytes: config.ledger_chunk_bytes,
+        };
         let (log, sm) =
-            charter_consensus::open(&config.data_dir.join("raft"), store.clone(), Some(secret))
+            charter_consensus::open(&config.data_dir.join("raft"), store.clone(), Some(history))
                 .await
                 .context("opening the node's RocksDB storage")?;
         let views = sm.view_history();
