@@ -165,11 +165,9 @@ async fn receipts_verify_offline_across_a_leader_change() -> anyhow::Result<()> 
         .as_str()
         .unwrap()
         .to_string();
-    let flipped = if wsd.starts_with('0') {
-        format!("1{}", &wsd[1..])
-    } else {
-        format!("0{}", &wsd[1..])
-    };
+    // Change the first hex digit.
+    let first = if wsd.starts_with('0') { '1' } else { '0' };
+    let flipped = format!("{first}{}", &wsd[1..]);
     bad["leaf_components"]["write_set_digest"] = json!(flipped);
     let (ok, out) = cli_verify(c.dir.path(), "bad1.json", &bad, &c.service_cert);
     assert!(!ok && out.contains("signature"), "{out}");

@@ -198,7 +198,7 @@ pub fn audit(
             expected = seqno + 1;
             at += n;
             report.bytes += n as u64;
-            if report.entries % 4096 == 0 {
+            if report.entries.is_multiple_of(4096) {
                 progress(report.bytes, total);
             }
         }
