@@ -555,6 +555,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
 
         let subject = ErrorSubject::Apply(last);
+        if let Some(ledger) = self.ledger.as_ref() {
+            // The files are durable before the applied state moves past them.
+            ledger
+                .sync()
+                .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+        }
         batch.put_cf(meta, KEY_LAST_APPLIED, to_json(subject.clone(), &last)?);
         if let Some(m) = &membership {
             batch.put_cf(meta, KEY_MEMBERSHIP, to_json(subject.clone(), m)?);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use charter_ledger::files::{Frame, LedgerWriter};
-use charter_ledger::history::{CommitSecret, History, LeafComponents, SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY};
+use charter_ledger::history::{
+    CommitSecret, History, LeafComponents, SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
+};
 use charter_ledger::receipt::{verify, Receipt};
 use charter_ledger::{EntryKind, LedgerEntry, WriteSet};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -46,7 +48,8 @@ fn record(ids: &Identities, seqno: u64, root: [u8; 32]) -> SignatureRecord {
         view: 2,
         seqno,
         root: hex::encode(root),
-        signature: base64::engine::general_purpose::STANDARD.encode(ids.node_key.sign(&root).to_bytes()),
+        signature: base64::engine::general_purpose::STANDARD
+            .encode(ids.node_key.sign(&root).to_bytes()),
         cert: ids.node_pem.clone(),
     }
 }
@@ -56,11 +59,19 @@ fn receipts(c: &mut Criterion) {
     let mut h = History::new(CommitSecret::derive(b"bench"));
     let n = 100_000u64;
     for s in 0..n {
-        let comps = LeafComponents { view: 2, write_set_digest: Sha256::digest(s.to_be_bytes()).into(), claims_digest: None };
+        let comps = LeafComponents {
+            view: 2,
+            write_set_digest: Sha256::digest(s.to_be_bytes()).into(),
+            claims_digest: None,
+        };
         h.append(s, comps, None).unwrap();
     }
     let root = h.root_through(n - 1).unwrap();
-    let comps = LeafComponents { view: 2, write_set_digest: [0; 32], claims_digest: None };
+    let comps = LeafComponents {
+        view: 2,
+        write_set_digest: [0; 32],
+        claims_digest: None,
+    };
     h.append(n, comps, Some(record(&ids, n - 1, root))).unwrap();
     let sample: Vec<Receipt> = (0..64).map(|i| h.receipt(i * 1499).unwrap()).collect();
     let mut group = c.benchmark_group("receipt");
@@ -87,12 +98,27 @@ fn generate_ledger(ids: &Identities, n: u64) -> tempfile::TempDir {
             since_sig = 0;
             let rec = record(ids, seqno - 1, history.root_through(seqno - 1).unwrap());
             let mut ws = WriteSet::default();
-            ws.put(SIGNATURES_MAP, SIGNATURE_KEY, &serde_json::to_vec(&rec).unwrap());
-            (LedgerEntry { kind: EntryKind::Signature, claims_digest: None, write_set: ws }, Some(rec))
+            ws.put(
+                SIGNATURES_MAP,
+                SIGNATURE_KEY,
+                &serde_json::to_vec(&rec).unwrap(),
+            );
+            (
+                LedgerEntry {
+                    kind: EntryKind::Signature,
+                    claims_digest: None,
+                    write_set: ws,
+                },
+                Some(rec),
+            )
         } else {
             since_sig += 1;
             let mut ws = WriteSet::default();
-            ws.put("public:records", &seqno.to_be_bytes(), format!("message number {seqno}").as_bytes());
+            ws.put(
+                "public:records",
+                &seqno.to_be_bytes(),
+                format!("message number {seqno}").as_bytes(),
+            );
             (LedgerEntry::transaction(ws), None)
         };
         let bytes = entry.encode();
@@ -104,14 +130,22 @@ fn generate_ledger(ids: &Identities, n: u64) -> tempfile::TempDir {
         let is_sig = sig.is_some();
         history.append(seqno, comps, sig).unwrap();
         let ce = history.commit_evidence(2, seqno);
-        let frame = Frame { view: 2, seqno, commit_evidence_digest: Sha256::digest(ce.as_bytes()).into(), entry: Some(bytes) };
+        let frame = Frame {
+            view: 2,
+            seqno,
+            commit_evidence_digest: Sha256::digest(ce.as_bytes()).into(),
+            entry: Some(bytes),
+        };
         writer.append(&frame, is_sig).unwrap();
     }
     dir
 }
 
 fn audit(c: &mut Criterion) {
-    let n: u64 = std::env::var("AUDIT_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("AUDIT_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let ids = identities();
     let started = Instant::now();
     let dir = generate_ledger(&ids, n);
@@ -121,10 +155,14 @@ fn audit(c: &mut Criterion) {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     let mut group = c.benchmark_group("audit");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(n));
     group.bench_function(format!("audit_{n}_entries"), |b| {
-        b.iter(|| charter_ledger::audit::audit(dir.path(), &ids.service_pem, &mut |_, _| {}).unwrap())
+        b.iter(|| {
+            charter_ledger::audit::audit(dir.path(), &ids.service_pem, &mut |_, _| {}).unwrap()
+        })
     });
     // The same bytes through SHA-256 alone: the floor for any audit.
     let files: Vec<Vec<u8>> = std::fs::read_dir(dir.path())

@@ -37,7 +37,7 @@ pub struct AuditReport {
 
 /// The first problem found: where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("seqno {seqno:?} in {file} at byte {offset}: {reason}")]
+#[error("{} in {} at byte {offset}: {reason}", seqno.map_or("before any entry".to_string(), |s| format!("seqno {s}")), file.display())]
 pub struct AuditFailure {
     pub seqno: Option<u64>,
     pub file: PathBuf,

@@ -175,7 +175,14 @@ impl LedgerWriter {
             open: None,
             last_seqno: chunks.iter().filter_map(|c| c.last).max(),
         };
-        if let Some(chunk) = chunks.iter().rev().find(|c| c.last.is_none()) {
+        // The open chunk is the newest file; an older un-renamed chunk is
+        // left alone (the audit will report it).
+        let newest_closed = chunks.iter().filter_map(|c| c.last).max();
+        let open_chunk = chunks
+            .iter()
+            .rev()
+            .find(|c| c.last.is_none() && newest_closed.is_none_or(|l| c.first > l));
+        if let Some(chunk) = open_chunk {
             let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -184,9 +191,21 @@ impl LedgerWriter {
             file.read_to_end(&mut bytes)?;
             let mut at = 0;
             let mut last = None;
-            while let Ok((frame, n)) = decode_frame(&bytes[at..]) {
-                last = Some(frame.seqno);
-                at += n;
+            while at < bytes.len() {
+                match decode_frame(&bytes[at..]) {
+                    Ok((frame, n)) => {
+                        last = Some(frame.seqno);
+                        at += n;
+                    }
+                    // A torn write at the very end: cut below.
+                    Err(FrameError::Truncated(_)) => break,
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} is damaged at byte {at}: {e}", chunk.path.display()),
+                        ))
+                    }
+                }
             }
             if at < bytes.len() {
                 tracing::warn!(file = %chunk.path.display(), at, "cutting a partial entry off the open ledger chunk");
@@ -221,7 +240,8 @@ impl LedgerWriter {
             .last_seqno
             .map_or(frame.seqno == 0, |l| frame.seqno == l + 1);
         if !contiguous {
-            self.close(false)?;
+            // A snapshot moved us forward: the chunk so far is complete.
+            self.close(true)?;
         }
         if self.open.is_none() {
             let path = self.dir.join(format!("ledger_{}", frame.seqno));
@@ -253,6 +273,15 @@ impl LedgerWriter {
         Ok(())
     }
 
+    /// Makes everything appended so far durable. The state machine calls
+    /// this before its applied state moves, so the files never lag it.
+    pub fn sync(&self) -> io::Result<()> {
+        match &self.open {
+            Some(open) => open.file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
     /// Syncs the open chunk; with `rename`, closes it as `.committed`.
     fn close(&mut self, rename: bool) -> io::Result<()> {
         let Some(open) = self.open.take() else {
@@ -265,6 +294,8 @@ impl LedgerWriter {
                 .dir
                 .join(format!("ledger_{}-{last}.committed", open.first));
             std::fs::rename(from, to)?;
+            // The rename itself must survive a crash.
+            File::open(&self.dir)?.sync_all()?;
         }
         Ok(())
     }

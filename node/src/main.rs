@@ -197,11 +197,12 @@ fn audit_ledger(
                 );
             } else {
                 println!(
-                    "ok: {} entries in {} files ({} bytes), {} signatures verified, last signed seqno {}, {} entries after it not yet signed",
+                    "ok: {} entries in {} files ({} bytes), {} signatures verified; the last signature (seqno {}) covers seqnos up to {}; {} entries after it await a signature",
                     report.entries,
                     report.files,
                     report.bytes,
                     report.signatures,
+                    report.last_signature_seqno.map_or("none".into(), |s| s.to_string()),
                     report.last_signed_seqno.map_or("none".into(), |s| s.to_string()),
                     report.unsigned_tail
                 );

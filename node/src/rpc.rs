@@ -41,7 +41,7 @@ pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
         (
             _,
             "/node/state" | "/node/network" | "/node/commit" | "/node/tx" | "/node/version"
-            | "/node/join",
+            | "/node/js_metrics" | "/node/join",
         ) => error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
