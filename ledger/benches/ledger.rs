@@ -11,7 +11,7 @@ use charter_ledger::files::{Frame, LedgerWriter};
 use charter_ledger::history::{
     CommitSecret, History, LeafComponents, SignatureRecord, SIGNATURES_MAP, SIGNATURE_KEY,
 };
-use charter_ledger::receipt::{verify, Receipt};
+use charter_ledger::receipt::{verify, Receipt, ReceiptVerifier};
 use charter_ledger::{EntryKind, LedgerEntry, WriteSet};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ed25519_dalek::pkcs8::DecodePrivateKey;
@@ -81,6 +81,14 @@ fn receipts(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % sample.len();
             verify(&sample[i], &ids.service_pem).unwrap()
+        })
+    });
+    // A batch verifier checks each node's endorsement once.
+    let mut verifier = ReceiptVerifier::new(&ids.service_pem);
+    group.bench_function("verify_json_receipt_100k_tree_batch", |b| {
+        b.iter(|| {
+            i = (i + 1) % sample.len();
+            verifier.verify(&sample[i]).unwrap()
         })
     });
     group.finish();

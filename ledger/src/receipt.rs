@@ -136,15 +136,54 @@ pub fn verify(receipt: &Receipt, service_cert_pem: &str) -> Result<Hash, Receipt
     let root = root_of(receipt)?;
     let node_key = ed25519_key_of_pem(&receipt.cert)
         .map_err(|e| ReceiptError::Signature(format!("node cert: {e}")))?;
-    let signature = decode_signature(&receipt.signature).map_err(ReceiptError::Signature)?;
-    node_key.verify_strict(&root, &signature).map_err(|_| {
+    check_root_signature(&node_key, &root, &receipt.signature)?;
+    check_endorsement(&receipt.cert, service_cert_pem).map_err(ReceiptError::Endorsement)?;
+    Ok(root)
+}
+
+/// Verifies many receipts against one service certificate, remembering
+/// which node certificates it has already seen endorsed (an auditor
+/// checking a batch of receipts re-checks each node's endorsement once).
+pub struct ReceiptVerifier {
+    service_cert_pem: String,
+    endorsed: std::collections::HashMap<String, ed25519_dalek::VerifyingKey>,
+}
+
+impl ReceiptVerifier {
+    pub fn new(service_cert_pem: &str) -> Self {
+        ReceiptVerifier {
+            service_cert_pem: service_cert_pem.to_string(),
+            endorsed: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The same checks as [`verify`], in the same order.
+    pub fn verify(&mut self, receipt: &Receipt) -> Result<Hash, ReceiptError> {
+        if let Some(key) = self.endorsed.get(&receipt.cert) {
+            let root = root_of(receipt)?;
+            check_root_signature(key, &root, &receipt.signature)?;
+            return Ok(root);
+        }
+        let root = verify(receipt, &self.service_cert_pem)?;
+        if let Ok(key) = ed25519_key_of_pem(&receipt.cert) {
+            self.endorsed.insert(receipt.cert.clone(), key);
+        }
+        Ok(root)
+    }
+}
+
+fn check_root_signature(
+    key: &ed25519_dalek::VerifyingKey,
+    root: &Hash,
+    signature: &str,
+) -> Result<(), ReceiptError> {
+    let signature = decode_signature(signature).map_err(ReceiptError::Signature)?;
+    key.verify_strict(root, &signature).map_err(|_| {
         ReceiptError::Signature(format!(
             "the node's signature does not match the root {} computed from the leaf and proof",
             hex::encode(root)
         ))
-    })?;
-    check_endorsement(&receipt.cert, service_cert_pem).map_err(ReceiptError::Endorsement)?;
-    Ok(root)
+    })
 }
 
 fn decode_signature(b64: &str) -> Result<ed25519_dalek::Signature, String> {
@@ -363,6 +402,31 @@ mod tests {
         assert_eq!(
             verify(&r, &other.cert_pem).unwrap_err().check(),
             "endorsement"
+        );
+    }
+
+    #[test]
+    fn the_caching_verifier_agrees_with_verify() {
+        let svc = service();
+        let (key, cert) = node(&svc);
+        let h = signed_history(&key, &cert);
+        let mut v = ReceiptVerifier::new(&svc.cert_pem);
+        for seqno in 0..=6 {
+            let r = h.receipt(seqno).unwrap();
+            assert_eq!(v.verify(&r).unwrap(), verify(&r, &svc.cert_pem).unwrap());
+            let mut bad = r.clone();
+            bad.signature = base64::engine::general_purpose::STANDARD.encode([1u8; 64]);
+            assert_eq!(v.verify(&bad).unwrap_err().check(), "signature");
+        }
+        let mut other = ReceiptVerifier::new(&service().cert_pem);
+        assert_eq!(
+            other.verify(&h.receipt(1).unwrap()).unwrap_err().check(),
+            "endorsement"
+        );
+        assert_eq!(
+            other.verify(&h.receipt(1).unwrap()).unwrap_err().check(),
+            "endorsement",
+            "never cached"
         );
     }
 
