@@ -56,9 +56,29 @@ pub fn new_client_identity(name: &str) -> anyhow::Result<Identity> {
     params.distinguished_name = dn(name);
     let cert = params.self_signed(&key)?;
     Ok(Identity {
-        key_pem: key.serialize_pem(),
+        key_pem: pkcs8_v1_pem(&key)?,
         cert_pem: cert.pem(),
     })
+}
+
+/// The Ed25519 key as a PKCS#8 v1 PEM (RFC 8410: the seed only). rcgen
+/// writes v2 (with the public key), which OpenSSL 3.0, and so curl and
+/// Python's `ssl`, cannot load; users and members hand their key to those.
+fn pkcs8_v1_pem(key: &KeyPair) -> anyhow::Result<String> {
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let signing = ed25519_dalek::SigningKey::from_pkcs8_der(&key.serialize_der())
+        .map_err(|e| anyhow!("re-encoding the Ed25519 key: {e}"))?;
+    // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&signing.to_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    Ok(format!(
+        "-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"
+    ))
 }
 
 /// A fresh node key and a certificate signing request for it. The names

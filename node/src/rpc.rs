@@ -167,7 +167,9 @@ pub fn tx_status(node: &Node, id: TxId) -> &'static str {
         Some(term) if term == id.view => "Pending",
         _ => {
             let m = node.metrics();
-            if id.view > m.current_term {
+            if id.view > m.current_term
+                || (id.view == m.current_term && id.seqno > m.last_log_index.unwrap_or(0))
+            {
                 "Unknown"
             } else if node.is_primary() {
                 // The primary's log is authoritative for its view: what is

@@ -204,8 +204,24 @@ fn kv_has(
     }
 }
 
+/// Governance and internal tables (`public:ccf.gov.*`,
+/// `public:ccf.internal.*`, ...) are readable by apps but only the node and
+/// the constitution change them, as in CCF.
+fn writable_map(
+    scope: &mut v8::HandleScope,
+    args: &v8::FunctionCallbackArguments,
+) -> Option<String> {
+    let map = string_arg(scope, args, 0, "map name")?;
+    let reserved = ["public:ccf.", "ccf.", "private:ccf."];
+    if reserved.iter().any(|p| map.starts_with(p)) {
+        throw_type_error(scope, &format!("map {map:?} is read-only for applications"));
+        return None;
+    }
+    Some(map)
+}
+
 fn kv_set(scope: &mut v8::HandleScope, args: v8::FunctionCallbackArguments, _rv: v8::ReturnValue) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+    let Some(map) = writable_map(scope, &args) else {
         return;
     };
     let Some(key) = bytes_arg(scope, &args, 1, "key") else {
@@ -224,7 +240,7 @@ fn kv_delete(
     args: v8::FunctionCallbackArguments,
     _rv: v8::ReturnValue,
 ) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+    let Some(map) = writable_map(scope, &args) else {
         return;
     };
     let Some(key) = bytes_arg(scope, &args, 1, "key") else {
@@ -238,7 +254,7 @@ fn kv_clear(
     args: v8::FunctionCallbackArguments,
     _rv: v8::ReturnValue,
 ) {
-    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+    let Some(map) = writable_map(scope, &args) else {
         return;
     };
     with_tx(scope, |tx| tx.clear(&map).map_err(|e| e.to_string()));
