@@ -390,6 +390,31 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         self.nodes[i].spawn()
     }
+
+    /// Writes `{"id", "msg": "message <id>"}` to the logging app's `path`
+    /// (e.g. `/app/log/private`) on node `node` and returns the
+    /// transaction id. A write that meets a failover may be refused with
+    /// 503 (nothing applied): it is retried, as a client would.
+    pub async fn log_write(&self, node: usize, path: &str, id: u64) -> anyhow::Result<(u64, u64)> {
+        for _ in 0..50 {
+            let r = self
+                .user
+                .post(self.nodes[node].url(path))
+                .json(&serde_json::json!({"id": id, "msg": format!("message {id}")}))
+                .send()
+                .await?;
+            let status = r.status();
+            let txid = txid_of(&r);
+            let body = r.text().await?;
+            if status == 503 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            anyhow::ensure!(status == 200, "write {id} on node {node}: {status} {body}");
+            return txid.ok_or_else(|| anyhow!("write {id}: no transaction id header"));
+        }
+        bail!("write {id} on node {node} kept getting 503")
+    }
 }
 
 /// `view.seqno` from a response's transaction id header.

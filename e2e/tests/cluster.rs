@@ -4,29 +4,9 @@
 use std::time::Duration;
 
 use charter_e2e::{txid_of, Cluster, ClusterOptions};
-use serde_json::json;
 
 async fn write(c: &Cluster, node: usize, id: u64) -> anyhow::Result<(u64, u64)> {
-    // A write that meets a failover may be refused with 503 (nothing
-    // applied): retry as a client would.
-    for _ in 0..50 {
-        let r = c
-            .user
-            .post(c.nodes[node].url("/app/log/private"))
-            .json(&json!({"id": id, "msg": format!("message {id}")}))
-            .send()
-            .await?;
-        let status = r.status();
-        let txid = txid_of(&r);
-        let body = r.text().await?;
-        if status == 503 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        anyhow::ensure!(status == 200, "write {id} on node {node}: {status} {body}");
-        return txid.ok_or_else(|| anyhow::anyhow!("write {id}: no transaction id header"));
-    }
-    anyhow::bail!("write {id} on node {node} kept getting 503")
+    c.log_write(node, "/app/log/private", id).await
 }
 
 async fn read(c: &Cluster, node: usize, id: u64) -> anyhow::Result<String> {

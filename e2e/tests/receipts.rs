@@ -6,29 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use charter_e2e::{charter_bin, txid_of, Cluster, ClusterOptions};
+use charter_e2e::{charter_bin, Cluster, ClusterOptions};
 use charter_ledger::receipt::{self, Receipt};
 use serde_json::{json, Value};
 
 async fn write(c: &Cluster, node: usize, id: u64) -> anyhow::Result<(u64, u64)> {
-    for _ in 0..50 {
-        let r = c
-            .user
-            .post(c.nodes[node].url("/app/log/public"))
-            .json(&json!({"id": id, "msg": format!("message {id}")}))
-            .send()
-            .await?;
-        let status = r.status();
-        let txid = txid_of(&r);
-        let body = r.text().await?;
-        if status == 503 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        anyhow::ensure!(status == 200, "write {id} on node {node}: {status} {body}");
-        return txid.ok_or_else(|| anyhow::anyhow!("write {id}: no transaction id header"));
-    }
-    anyhow::bail!("write {id} on node {node} kept getting 503")
+    c.log_write(node, "/app/log/public", id).await
 }
 
 /// Polls `/app/receipt` until the transaction is signed.

@@ -125,23 +125,29 @@ fn node_network(node: &Node) -> Response<Body> {
     )
 }
 
-fn node_tx(node: &Node, req: &HttpRequest) -> Response<Body> {
+/// The `transaction_id` query parameter, or the 400 to answer.
+fn txid_param(req: &HttpRequest) -> Result<TxId, Box<Response<Body>>> {
     let Some(raw) = req.query_param("transaction_id") else {
-        return error_response(
+        return Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "MissingQueryParameter",
             "transaction_id is required, e.g. ?transaction_id=2.15",
-        );
+        )));
     };
-    let id: TxId = match raw.parse() {
-        Ok(id) => id,
-        Err(e) => {
-            return error_response(
+    raw.parse()
+        .map_err(|e: charter_ledger::txid::ParseTxIdError| {
+            Box::new(error_response(
                 StatusCode::BAD_REQUEST,
                 "InvalidQueryParameterValue",
                 e.to_string(),
-            )
-        }
+            ))
+        })
+}
+
+fn node_tx(node: &Node, req: &HttpRequest) -> Response<Body> {
+    let id = match txid_param(req) {
+        Ok(id) => id,
+        Err(resp) => return *resp,
     };
     let status = tx_status(node, id);
     json_response(
@@ -215,22 +221,9 @@ fn receipt(node: &Node, req: &HttpRequest) -> Response<Body> {
             "COSE receipts are not available yet; ask for application/json",
         );
     }
-    let Some(raw) = req.query_param("transaction_id") else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "MissingQueryParameter",
-            "transaction_id is required, e.g. ?transaction_id=2.15",
-        );
-    };
-    let id: TxId = match raw.parse() {
+    let id = match txid_param(req) {
         Ok(id) => id,
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "InvalidQueryParameterValue",
-                e.to_string(),
-            )
-        }
+        Err(resp) => return *resp,
     };
     let not_yet = |why: String| {
         let mut r = json_response(
