@@ -14,6 +14,7 @@
 //! Every request runs in a fresh context: no JS state survives from one
 //! request to the next.
 
+mod buffers;
 mod exec;
 mod host;
 
@@ -216,11 +217,16 @@ struct Worker {
     isolate: v8::OwnedIsolate,
     heap: Box<HeapGuard>,
     heap_limit: usize,
+    buffers: Arc<buffers::BufferBudget>,
 }
 
 impl Worker {
     fn new(limits: &Limits, metrics: &Metrics) -> Worker {
-        let params = v8::CreateParams::default().heap_limits(0, limits.max_heap_bytes);
+        // ArrayBuffers get a budget of their own, as large as the heap's.
+        let buffers = buffers::BufferBudget::new(limits.max_heap_bytes);
+        let params = v8::CreateParams::default()
+            .heap_limits(0, limits.max_heap_bytes)
+            .array_buffer_allocator(buffers::allocator(&buffers));
         let mut isolate = v8::Isolate::new(params);
         isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);
         isolate.set_oom_error_handler(on_oom);
@@ -238,6 +244,7 @@ impl Worker {
             isolate,
             heap,
             heap_limit: limits.max_heap_bytes,
+            buffers,
         }
     }
 }
@@ -399,6 +406,7 @@ fn execute_one(
     // the next request.
     w.isolate.cancel_terminate_execution();
     let heap_hit = w.heap.hit.swap(false, Ordering::SeqCst);
+    let buffers_refused = w.buffers.refused.swap(false, Ordering::SeqCst);
     // One large allocation can pass the limit without the callback firing
     // (V8 always admits a first large object): an isolate left over its
     // limit is not reused either.
@@ -420,6 +428,10 @@ fn execute_one(
                 "the transaction was lost during execution".into(),
             )),
         },
+        // An uncaught "Array buffer allocation failed" is the budget speaking.
+        Err(exec::RunError::Js(JsError::Exception(_))) if buffers_refused => {
+            Err(JsError::HeapLimit(limits.max_heap_bytes))
+        }
         Err(exec::RunError::Js(e)) => Err(e),
         Err(exec::RunError::Terminated) => {
             if heap_hit {

@@ -274,6 +274,39 @@ async fn heap_bombs_are_stopped_and_the_isolate_replaced() {
 }
 
 #[tokio::test]
+async fn array_buffer_memory_counts_against_the_budget() {
+    let fx = Fixture::with_limits(Limits {
+        max_execution_time_ms: 30_000,
+        ..limits()
+    });
+    let b = bundle(
+        r#"export function main() { const a = []; for (;;) { a.push(new ArrayBuffer(1 << 20)); } }
+           export function other() {
+               try { new Uint8Array(1 << 30); } catch (e) { return { body: e.name }; }
+               return { body: "allocated 1 GiB" };
+           }"#,
+    );
+    let churn = bundle(
+        r#"export function main() {
+               let n = 0;
+               for (let i = 0; i < 200; i++) { n += new Uint8Array(1 << 20).length; }
+               return { body: { n } };
+           }"#,
+    );
+    assert_eq!(
+        fx.call(&b, "main", "").await.unwrap_err(),
+        JsError::HeapLimit(32 * 1024 * 1024)
+    );
+    let (resp, _) = fx.call(&b, "other", "").await.unwrap();
+    assert_eq!(resp.body, b"RangeError");
+    // Buffers that become garbage are freed and do not add up.
+    assert_eq!(
+        fx.body(&churn, "main").await,
+        format!("{{\"n\":{}}}", 200 << 20)
+    );
+}
+
+#[tokio::test]
 async fn claims_digest_reaches_the_response() {
     let fx = Fixture::new();
     let b = bundle(
