@@ -131,13 +131,44 @@ impl NetworkConnection {
     }
 }
 
+/// Entry payload bytes sent in one AppendEntries. openraft gives each
+/// AppendEntries one heartbeat interval to complete; a batch of several
+/// megabytes does not make it, is retried forever, and the followers start
+/// elections. So a large batch is cut here, and the rest follows at once
+/// in the next round (openraft's `PartialSuccess`).
+pub const MAX_APPEND_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// How many of `entries` to send: up to the byte budget, at least one.
+fn entries_that_fit(entries: &[crate::types::Entry]) -> usize {
+    let mut bytes = 0;
+    for (i, e) in entries.iter().enumerate() {
+        bytes += match &e.payload {
+            openraft::EntryPayload::Normal(p) => p.0.len(),
+            _ => 0,
+        };
+        if i > 0 && bytes > MAX_APPEND_PAYLOAD_BYTES {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 impl RaftNetwork<TypeConfig> for NetworkConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call(PATH_APPEND, &rpc, &option).await
+        let keep = entries_that_fit(&rpc.entries);
+        if keep == rpc.entries.len() {
+            return self.call(PATH_APPEND, &rpc, &option).await;
+        }
+        rpc.entries.truncate(keep);
+        let last_sent = rpc.entries.last().map(|e| e.log_id);
+        match self.call(PATH_APPEND, &rpc, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last_sent)),
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(
@@ -155,5 +186,37 @@ impl RaftNetwork<TypeConfig> for NetworkConnection {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>> {
         self.call(PATH_VOTE, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Entry, EntryPayload};
+
+    fn entry(index: u64, bytes: usize) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(EntryPayload(vec![0; bytes])),
+        }
+    }
+
+    #[test]
+    fn large_batches_are_cut_but_never_to_nothing() {
+        assert_eq!(entries_that_fit(&[]), 0);
+        let small: Vec<Entry> = (1..=100).map(|i| entry(i, 100)).collect();
+        assert_eq!(entries_that_fit(&small), 100);
+        let big: Vec<Entry> = (1..=6).map(|i| entry(i, 1 << 20)).collect();
+        assert_eq!(
+            entries_that_fit(&big),
+            1,
+            "one oversized entry still goes alone"
+        );
+        let mixed = vec![
+            entry(1, 200 * 1024),
+            entry(2, 50 * 1024),
+            entry(3, 50 * 1024),
+        ];
+        assert_eq!(entries_that_fit(&mixed), 2);
     }
 }
