@@ -70,6 +70,11 @@ impl NodeProc {
         Ok(())
     }
 
+    /// Whether this node's process was started (and not killed or stopped).
+    pub fn started(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -124,6 +129,8 @@ pub struct Cluster {
     /// Client with no certificate.
     pub anonymous: reqwest::Client,
     pub service_cert: PathBuf,
+    /// The consortium: `(certificate, private key)` of each initial member.
+    pub members: Vec<(PathBuf, PathBuf)>,
 }
 
 /// An HTTPS client that trusts only the service certificate and, if given,
@@ -165,6 +172,13 @@ pub struct ClusterOptions {
     pub max_body_bytes: usize,
     /// Extra TOML lines for every node's config (top-level keys).
     pub extra_config: String,
+    /// How many initial members (each acks, becoming Active).
+    pub members: usize,
+    /// Whether the members open the service once the nodes are up.
+    pub open: bool,
+    /// How many of the configured nodes to start (the rest can be started
+    /// later with [`Cluster::restart`]); all if `None`.
+    pub start: Option<usize>,
 }
 
 impl ClusterOptions {
@@ -174,6 +188,9 @@ impl ClusterOptions {
             app: repo_root().join("samples/logging"),
             max_body_bytes: 1024 * 1024,
             extra_config: String::new(),
+            members: 1,
+            open: true,
+            start: None,
         }
     }
 }
@@ -204,6 +221,10 @@ impl Cluster {
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let (user_cert, user_key) = keygen(dir.path(), "user0")?;
+        let members = (0..opts.members)
+            .map(|i| keygen(dir.path(), &format!("member{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let member_certs: Vec<&PathBuf> = members.iter().map(|(c, _)| c).collect();
         let service_cert = dir.path().join("service_cert.pem");
         let mut nodes = Vec::new();
         let first_rpc = free_port();
@@ -211,17 +232,19 @@ impl Cluster {
             let rpc_port = if i == 0 { first_rpc } else { free_port() };
             let node_port = free_port();
             let mut config = format!(
-                "data_dir = {:?}\nrpc_address = \"127.0.0.1:{rpc_port}\"\nnode_address = \"127.0.0.1:{node_port}\"\nservice_cert = {:?}\napp = {:?}\nmax_body_bytes = {}\n",
+                "data_dir = {:?}\nrpc_address = \"127.0.0.1:{rpc_port}\"\nnode_address = \"127.0.0.1:{node_port}\"\nservice_cert = {:?}\nmax_body_bytes = {}\n",
                 dir.path().join(format!("node{i}")),
                 service_cert,
-                opts.app,
                 opts.max_body_bytes,
             );
             config.push_str(&opts.extra_config);
             config.push('\n');
             config.push_str("[raft]\nheartbeat_ms = 100\nelection_timeout_min_ms = 800\nelection_timeout_max_ms = 1600\n");
             let config = if i == 0 {
-                format!("initial_users = [{:?}]\n{config}", user_cert)
+                format!(
+                    "app = {:?}\ninitial_users = [{:?}]\ninitial_members = {:?}\n{config}",
+                    opts.app, user_cert, member_certs
+                )
             } else {
                 format!("join_target = \"127.0.0.1:{first_rpc}\"\n{config}")
             };
@@ -252,15 +275,112 @@ impl Cluster {
             user,
             anonymous,
             service_cert,
+            members,
         };
         cluster.wait_for_voters(1, Duration::from_secs(60)).await?;
-        for i in 1..opts.nodes {
+        for i in 1..opts.start.unwrap_or(opts.nodes).min(opts.nodes) {
             cluster.nodes[i].spawn()?;
             cluster
                 .wait_for_voters(i + 1, Duration::from_secs(90))
                 .await?;
         }
+        if opts.open {
+            cluster.open_service()?;
+            cluster.wait_until_open(Duration::from_secs(30)).await?;
+        }
         Ok(cluster)
+    }
+
+    /// Runs `charter gov ARGS` as member `member` against node 0; returns
+    /// whether it succeeded, and its stdout and stderr.
+    pub fn gov(&self, member: usize, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        self.gov_on(0, member, args)
+    }
+
+    /// [`Cluster::gov`] against node `node`.
+    pub fn gov_on(
+        &self,
+        node: usize,
+        member: usize,
+        args: &[&str],
+    ) -> anyhow::Result<(bool, String, String)> {
+        let (cert, key) = &self.members[member];
+        let out = Command::new(charter_bin())
+            .arg("gov")
+            .args(args)
+            .arg("--server")
+            .arg(self.nodes[node].url(""))
+            .arg("--service-cert")
+            .arg(&self.service_cert)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// [`Cluster::gov`] that must succeed and print JSON.
+    pub fn gov_json(&self, member: usize, args: &[&str]) -> anyhow::Result<Value> {
+        let (ok, out, err) = self.gov(member, args)?;
+        if !ok {
+            bail!("charter gov {args:?} failed: {err}{out}");
+        }
+        serde_json::from_str(&out).with_context(|| format!("charter gov {args:?} printed {out}"))
+    }
+
+    /// Waits until every running node has applied the opening.
+    pub async fn wait_until_open(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].started() {
+                continue;
+            }
+            loop {
+                let open = self
+                    .get_json(i, "/gov/service/info")
+                    .await
+                    .is_ok_and(|v| v["status"] == "Open");
+                if open {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("node {i} did not see the service open within {limit:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every member acks; member 0 proposes transition_service_to_open
+    /// and a majority votes for it.
+    pub fn open_service(&self) -> anyhow::Result<()> {
+        for m in 0..self.members.len() {
+            let (ok, out, err) = self.gov(m, &["ack"])?;
+            if !ok {
+                bail!("member {m} could not ack: {err}{out}");
+            }
+        }
+        let created = self.gov_json(0, &["propose", "transition_service_to_open"])?;
+        let id = created["proposalId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no proposalId in {created}"))?
+            .to_string();
+        let mut state = created["proposalState"].clone();
+        let mut voter = 0;
+        while state == "Open" && voter < self.members.len() {
+            state = self.gov_json(voter, &["vote", &id, "accept"])?["proposalState"].clone();
+            voter += 1;
+        }
+        if state != "Accepted" {
+            bail!("transition_service_to_open ended {state}");
+        }
+        Ok(())
     }
 
     pub fn client_for(&self, cert: &Path, key: &Path) -> anyhow::Result<reqwest::Client> {
@@ -292,7 +412,7 @@ impl Cluster {
                 if let Ok(v) = self.get_json(i, "/node/network").await {
                     let voters = v["nodes"]
                         .as_array()
-                        .map(|a| a.iter().filter(|n| n["status"] == "Trusted").count())
+                        .map(|a| a.iter().filter(|n| n["voter"] == true).count())
                         .unwrap_or(0);
                     if voters >= n && v["primary_id"].is_string() {
                         return Ok(());

@@ -234,6 +234,12 @@ impl Store {
             .and_then(|(v, _)| v.clone())
     }
 
+    /// The seqno of the last committed entry that wrote to `map` (0 if
+    /// none): a cheap way to notice that a map changed.
+    pub fn committed_map_version(&self, map: &str) -> u64 {
+        self.read().committed.get(map).map_or(0, |m| m.version)
+    }
+
     /// All committed entries of a map, ignoring pending writes.
     pub fn committed_map(&self, map: &str) -> BTreeMap<Key, Value> {
         let state = self.read();

@@ -11,6 +11,10 @@
 //! - [`audit`]: offline audit of a ledger directory;
 //! - [`history`]: one Merkle leaf per seqno, signature entries, receipts;
 //! - [`receipt`]: CCF's JSON receipt and its offline verification;
+//! - [`cose_receipt`]: COSE receipts (RFC 9942, CCF profile), signed by
+//!   the service key, and their offline verification;
+//! - [`cose`], [`cbor`]: COSE_Sign1 with Ed25519, and the minimal strict
+//!   CBOR it needs;
 //! - [`merkle`]: the Merkle tree over transaction leaves (CCF's shape and
 //!   hashes), its inclusion paths (receipt proofs) and its snapshot form.
 //!
@@ -18,6 +22,9 @@
 //! Raft, JS or HTTP.
 
 pub mod audit;
+pub mod cbor;
+pub mod cose;
+pub mod cose_receipt;
 pub mod entry;
 pub mod files;
 pub mod history;

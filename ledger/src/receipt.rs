@@ -85,7 +85,7 @@ fn hex32(what: &str, s: &str) -> Result<Hash, String> {
 }
 
 /// Checks the commit evidence looks like `ce:<view>.<seqno>:<64 hex>`.
-fn check_commit_evidence(ce: &str) -> Result<(), String> {
+pub(crate) fn check_commit_evidence(ce: &str) -> Result<(), String> {
     let rest = ce
         .strip_prefix("ce:")
         .ok_or_else(|| format!("commit_evidence {ce:?} does not start with \"ce:\""))?;

@@ -7,7 +7,9 @@
 //! service_cert = "workspace/service_cert.pem"  # start: written here; join: read from here
 //! app = "samples/logging"                 # app bundle directory (or --app)
 //! initial_users = ["workspace/user0_cert.pem"]  # start only: users of the new service
-//! initial_members = []                    # start only
+//! initial_members = ["workspace/member0_cert.pem"]  # start only: the consortium
+//! constitution = "samples/constitution"   # start only: a .js file or a directory of them (default: built in)
+//! gov_request_window_secs = 300           # signed governance requests older/newer than this are refused
 //! join_target = "127.0.0.1:8000"          # join only: rpc address of any node of the service
 //! max_body_bytes = 1048576
 //! js_workers = 2
@@ -39,6 +41,10 @@ pub struct NodeConfig {
     pub initial_members: Vec<PathBuf>,
     #[serde(default)]
     pub join_target: Option<String>,
+    #[serde(default)]
+    pub constitution: Option<PathBuf>,
+    #[serde(default = "default_gov_request_window_secs")]
+    pub gov_request_window_secs: i64,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     #[serde(default = "default_js_workers")]
@@ -74,6 +80,9 @@ impl Default for RaftTimings {
     }
 }
 
+fn default_gov_request_window_secs() -> i64 {
+    300
+}
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }

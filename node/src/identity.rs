@@ -109,6 +109,30 @@ pub fn endorse_node(csr_pem: &str, service: &Identity) -> anyhow::Result<String>
     Ok(cert.pem())
 }
 
+/// The public key (SubjectPublicKeyInfo bits) a CSR asks to certify.
+pub fn csr_public_key(csr_pem: &str) -> anyhow::Result<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes())
+        .map_err(|e| anyhow!("bad CSR: {e}"))?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|e| anyhow!("bad CSR: {e}"))?;
+    Ok(csr
+        .certification_request_info
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec())
+}
+
+/// The public key (SubjectPublicKeyInfo bits) of a PEM certificate.
+pub fn cert_public_key(cert_pem: &str) -> anyhow::Result<Vec<u8>> {
+    let der = pem_to_der(cert_pem)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| anyhow!("bad certificate: {e}"))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
 /// Hex SHA-256 of a DER certificate: the id of a user, member or node.
 pub fn cert_id_der(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))

@@ -2,6 +2,8 @@
 
 mod config;
 mod forward;
+mod gov_cli;
+mod gov_rpc;
 mod http;
 mod identity;
 mod node;
@@ -11,6 +13,7 @@ mod sandbox;
 mod signatures;
 mod tables;
 mod tls;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,7 +56,7 @@ enum Command {
         #[command(subcommand)]
         command: VerifyCommand,
     },
-    /// Governance tools for members (more arrive with proposals and votes).
+    /// Governance for members: keys, proposals, votes, acks, status.
     Gov {
         #[command(subcommand)]
         command: GovCommand,
@@ -62,6 +65,50 @@ enum Command {
 
 #[derive(Subcommand)]
 enum GovCommand {
+    /// Propose an action (or a whole proposal with --file), signed with
+    /// your member key. Examples:
+    ///   charter gov propose set_user --cert-file alice_cert.pem
+    ///   charter gov propose transition_service_to_open
+    ///   charter gov propose set_js_app --bundle samples/logging
+    ///   charter gov propose set_js_runtime_options --args '{"max_heap_bytes": 104857600, "max_stack_bytes": 1048576, "max_execution_time_ms": 1000}'
+    #[command(verbatim_doc_comment)]
+    Propose {
+        #[command(flatten)]
+        conn: gov_cli::Connection,
+        #[command(flatten)]
+        proposal: gov_cli::ProposeArgs,
+    },
+    /// Vote on a proposal: accept, reject, or a ballot of your own
+    /// (--ballot FILE with `export function vote(proposal, proposerId)`).
+    Vote {
+        #[command(flatten)]
+        conn: gov_cli::Connection,
+        /// The proposal id (from propose or status).
+        proposal_id: String,
+        /// accept or reject (omit with --ballot).
+        decision: Option<String>,
+        #[arg(long)]
+        ballot: Option<PathBuf>,
+    },
+    /// Withdraw a proposal you made, while it is Open.
+    Withdraw {
+        #[command(flatten)]
+        conn: gov_cli::Connection,
+        proposal_id: String,
+    },
+    /// The service status and every proposal with its state, ballots and
+    /// failures (or one proposal in full).
+    Status {
+        #[command(flatten)]
+        conn: gov_cli::Connection,
+        proposal_id: Option<String>,
+    },
+    /// Acknowledge the service's state: a newly added (Accepted) member
+    /// becomes Active and may propose and vote.
+    Ack {
+        #[command(flatten)]
+        conn: gov_cli::Connection,
+    },
     /// Create an Ed25519 key and a self-signed certificate for a member or
     /// user: writes NAME_cert.pem and NAME_privk.pem.
     Keygen {
@@ -93,11 +140,12 @@ enum LedgerCommand {
 
 #[derive(Subcommand)]
 enum VerifyCommand {
-    /// Verify a JSON receipt (from GET /app/receipt) with nothing but the
-    /// service certificate. Prints "valid" (exit 0) or which check failed:
+    /// Verify a receipt (from GET /app/receipt: JSON, or COSE with
+    /// `Accept: application/cose`) with nothing but the service
+    /// certificate. Prints "valid" (exit 0) or which check failed: format,
     /// leaf, proof, signature or endorsement (exit 1).
     Receipt {
-        /// The receipt file (JSON).
+        /// The receipt file (JSON or COSE, told apart by content).
         file: PathBuf,
         /// The service certificate (PEM) the receipt must chain to.
         #[arg(long)]
@@ -156,6 +204,33 @@ fn main() -> anyhow::Result<()> {
         Command::Gov {
             command: GovCommand::Keygen { name, out },
         } => keygen(&name, &out),
+        Command::Gov { command } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                match command {
+                    GovCommand::Propose { conn, proposal } => {
+                        gov_cli::propose(&conn, &proposal).await
+                    }
+                    GovCommand::Vote {
+                        conn,
+                        proposal_id,
+                        decision,
+                        ballot,
+                    } => {
+                        gov_cli::vote(&conn, &proposal_id, decision.as_deref(), ballot.as_deref())
+                            .await
+                    }
+                    GovCommand::Withdraw { conn, proposal_id } => {
+                        gov_cli::withdraw(&conn, &proposal_id).await
+                    }
+                    GovCommand::Status { conn, proposal_id } => {
+                        gov_cli::status(&conn, proposal_id.as_deref()).await
+                    }
+                    GovCommand::Ack { conn } => gov_cli::ack(&conn).await,
+                    GovCommand::Keygen { .. } => unreachable!("handled above"),
+                }
+            })
+        }
     }
 }
 
@@ -226,24 +301,37 @@ fn audit_ledger(
 }
 
 fn verify_receipt(file: &std::path::Path, service_cert: &std::path::Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let cert = std::fs::read_to_string(service_cert)
         .with_context(|| format!("reading {}", service_cert.display()))?;
-    let receipt: charter_ledger::receipt::Receipt = match serde_json::from_str(&text) {
-        Ok(r) => r,
-        Err(e) => {
-            println!(
-                "invalid: format: {} is not a JSON receipt: {e}",
-                file.display()
-            );
-            std::process::exit(1);
-        }
+    // JSON starts with '{' (after whitespace); anything else is tried as COSE.
+    let json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let result = if json {
+        let receipt: charter_ledger::receipt::Receipt = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                println!(
+                    "invalid: format: {} is not a JSON receipt: {e}",
+                    file.display()
+                );
+                std::process::exit(1);
+            }
+        };
+        charter_ledger::receipt::verify(&receipt, &cert)
+    } else {
+        charter_ledger::cose_receipt::verify(&bytes, &cert)
     };
-    match charter_ledger::receipt::verify(&receipt, &cert) {
+    match result {
         Ok(root) => {
             println!("valid (root {})", hex::encode(root));
             Ok(())
+        }
+        Err(charter_ledger::receipt::ReceiptError::Format(e)) => {
+            println!("invalid: format: {e}");
+            std::process::exit(1);
         }
         Err(e) => {
             println!("invalid: {e}");

@@ -44,6 +44,8 @@ pub struct Node {
     sequencer: tokio::sync::Mutex<()>,
     /// One join at a time, so node ids are unique.
     join_lock: tokio::sync::Mutex<()>,
+    /// Nodes this primary is waiting to promote to voter.
+    promoting: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +73,12 @@ pub struct JoinRequest {
 pub struct JoinResponse {
     pub node_id: u64,
     pub node_cert: String,
-    /// Shared with every node the service trusts. In this version every
-    /// joining node is trusted at once (the governance vote comes later).
-    pub service_key: String,
+    /// `Trusted`, or `Pending` until governance trusts the node
+    /// (`transition_node_to_trusted`); the node asks again until then.
+    pub status: String,
+    /// Shared with every node the service trusts; only sent to a Trusted
+    /// node.
+    pub service_key: Option<String>,
 }
 
 fn paths(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
@@ -174,14 +179,10 @@ impl Node {
         )
         .await
         .map_err(|e| anyhow!("starting Raft: {e}"))?;
-        let app = match app_dir.or_else(|| config.app.clone()) {
-            Some(dir) => {
-                Some(Arc::new(AppBundle::load(&dir).map_err(|e| {
-                    anyhow!("loading app bundle {}: {e}", dir.display())
-                })?))
-            }
-            None => None,
-        };
+        if app_dir.is_some() || config.app.is_some() {
+            tracing::debug!("the app comes from the service's governance tables; `app` only seeds a new service");
+        }
+        let app = None;
         let engine = Arc::new(JsEngine::new(config.js_workers, Limits::default()));
         let node = Arc::new(Node {
             id,
@@ -198,8 +199,10 @@ impl Node {
             peers,
             sequencer: tokio::sync::Mutex::new(()),
             join_lock: tokio::sync::Mutex::new(()),
+            promoting: std::sync::Mutex::new(Default::default()),
         });
         node.clone().watch_leadership();
+        crate::watch::spawn(node.clone());
         crate::signatures::spawn(node.clone())?;
         Ok(node)
     }
@@ -220,10 +223,16 @@ impl Node {
             key_pem: node_key,
             cert_pem: node_cert,
         };
-        // Read the initial users and members before anything is written, so
-        // a typo in the config leaves no half-created service behind.
+        // Read the initial users, members, constitution and app before
+        // anything is written, so a typo in the config leaves no
+        // half-created service behind.
         let users = read_certs(&config.initial_users, "initial user")?;
         let members = read_certs(&config.initial_members, "initial member")?;
+        let constitution = read_constitution(config.constitution.as_deref())?;
+        let app = match app_dir.clone().or_else(|| config.app.clone()) {
+            Some(dir) => Some(read_app(&dir)?),
+            None => None,
+        };
         save_identity(&config, 1, &node_identity, &service)?;
         let node = Node::open(config, app_dir).await?;
         let mut nodes = BTreeMap::new();
@@ -238,8 +247,19 @@ impl Node {
         let id = node.id;
         let own = node.own_info_json();
         let service_cert = node.service.cert_pem.clone();
+        let members: Vec<(String, Option<serde_json::Value>)> =
+            members.into_iter().map(|m| (m, None)).collect();
         node.write_internal(move |tx| {
-            tables::genesis(tx, &service_cert, &users, &members, id, &own)
+            let genesis = charter_governance::service::Genesis {
+                service_cert_pem: &service_cert,
+                constitution: &constitution,
+                members: &members,
+                users: &users,
+                app: app.clone(),
+            };
+            charter_governance::service::genesis(tx, &genesis)
+                .map_err(|e| anyhow!("writing the genesis transaction: {e}"))?;
+            tables::set_node(tx, id, &own)
         })
         .await?;
         node.publish_service_cert()?;
@@ -272,7 +292,8 @@ impl Node {
             node_address: config.node_address.to_string(),
             rpc_address: config.rpc_address.to_string(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut deadline = Instant::now() + Duration::from_secs(60);
+        let mut announced_pending = false;
         let response: JoinResponse = loop {
             let attempt = client
                 .post(format!("https://{target}/node/join"))
@@ -281,7 +302,20 @@ impl Node {
                 .await;
             match attempt {
                 Ok(r) if r.status().is_success() => {
-                    break r.json().await.context("parsing the join response")?
+                    let resp: JoinResponse = r.json().await.context("parsing the join response")?;
+                    if resp.service_key.is_some() {
+                        break resp;
+                    }
+                    if !announced_pending {
+                        tracing::info!(
+                            node_id = resp.node_id,
+                            "joined as {}: waiting for the consortium to trust this node (transition_node_to_trusted)",
+                            resp.status
+                        );
+                        announced_pending = true;
+                    }
+                    // Pending nodes wait as long as governance takes.
+                    deadline = Instant::now() + Duration::from_secs(60);
                 }
                 Ok(r) if r.status().is_client_error() => {
                     bail!(
@@ -304,7 +338,7 @@ impl Node {
             cert_pem: response.node_cert,
         };
         let service = Identity {
-            key_pem: response.service_key,
+            key_pem: response.service_key.unwrap_or_default(),
             cert_pem: service_cert,
         };
         save_identity(&config, response.node_id, &node_identity, &service)?;
@@ -499,32 +533,84 @@ impl Node {
             .map_err(|_| anyhow!("rpc_address {:?} is not host:port", req.rpc_address))?;
         let m = self.metrics();
         let membership = m.membership_config.membership();
+        let csr_key = identity::csr_public_key(&req.csr)?;
         if let Some((id, _)) = membership
             .nodes()
             .find(|(_, a)| a.node_to_node == addr.node_to_node)
         {
-            bail!("node {id} already uses node_address {}", addr.node_to_node);
+            // A pending node asking again, with the same key: tell it
+            // where it stands.
+            let id = *id;
+            let info = self
+                .store
+                .get_committed(tables::NODES_INFO, id.to_string().as_bytes())
+                .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "node {id} uses node_address {} but is not recorded yet; retry",
+                        addr.node_to_node
+                    )
+                })?;
+            let cert = info["cert"].as_str().unwrap_or_default().to_string();
+            if identity::cert_public_key(&cert)? != csr_key {
+                bail!("node {id} already uses node_address {}", addr.node_to_node);
+            }
+            let status = info["status"].as_str().unwrap_or_default().to_string();
+            if status == tables::NODE_RETIRED {
+                bail!("node {id} has been retired from the service; it cannot rejoin");
+            }
+            return Ok(JoinResponse {
+                node_id: id,
+                node_cert: cert,
+                service_key: (status == tables::NODE_TRUSTED).then(|| self.service.key_pem.clone()),
+                status,
+            });
         }
         let node_id = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0) + 1;
         let node_cert = identity::endorse_node(&req.csr, &self.service)?;
+        // While the service is Opening, nodes join without a vote (as in
+        // CCF); once it is Open, governance must trust each new node.
+        let status = if tables::service_is_open(&self.store) {
+            tables::NODE_PENDING
+        } else {
+            tables::NODE_TRUSTED
+        };
         self.raft
             .add_learner(node_id, addr.clone(), false)
             .await
             .map_err(|e| anyhow!("adding node {node_id} as a learner: {e}"))?;
-        let info = tables::node_info(&node_cert, &addr, "Trusted");
+        let info = tables::node_info(&node_cert, &addr, status);
         self.write_internal(move |tx| tables::set_node(tx, node_id, &info))
             .await?;
         tracing::info!(
             node_id,
-            "node joined as a learner; it becomes a voter once it catches up"
+            status,
+            "node joined as a learner; once Trusted it becomes a voter when caught up"
         );
-        let me = self.clone();
-        tokio::spawn(async move { me.promote_when_caught_up(node_id).await });
         Ok(JoinResponse {
             node_id,
             node_cert,
-            service_key: self.service.key_pem.clone(),
+            service_key: (status == tables::NODE_TRUSTED).then(|| self.service.key_pem.clone()),
+            status: status.to_string(),
         })
+    }
+
+    /// Promotes a Trusted learner to voter once it has caught up (at most
+    /// one waiter per node).
+    pub fn promote_in_background(self: Arc<Self>, node_id: u64) {
+        {
+            let mut promoting = self.promoting.lock().unwrap_or_else(|e| e.into_inner());
+            if !promoting.insert(node_id) {
+                return;
+            }
+        }
+        tokio::spawn(async move {
+            self.clone().promote_when_caught_up(node_id).await;
+            self.promoting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node_id);
+        });
     }
 
     async fn promote_when_caught_up(self: Arc<Self>, node_id: u64) {
@@ -568,6 +654,56 @@ impl Node {
             "node did not catch up within 300 s; it stays a learner"
         );
     }
+}
+
+/// The constitution a new service starts with: the `.js` file, or every
+/// `.js` file of the directory in name order, or the built-in default.
+pub fn read_constitution(path: Option<&Path>) -> anyhow::Result<String> {
+    let Some(path) = path else {
+        return Ok(charter_governance::qjs::DEFAULT_CONSTITUTION.to_string());
+    };
+    let source = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading constitution directory {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "js"))
+            .collect();
+        files.sort();
+        let mut out = String::new();
+        for f in files {
+            out.push_str(
+                &std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading constitution file {}", f.display()))?,
+            );
+            out.push('\n');
+        }
+        out
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading constitution {}", path.display()))?
+    };
+    charter_governance::qjs::Constitution::new(
+        source.clone(),
+        charter_governance::qjs::GovLimits::default(),
+    )
+    .check()
+    .map_err(|e| anyhow!("constitution {}: {e}", path.display()))?;
+    Ok(source)
+}
+
+/// An app bundle directory as `app.json` text and module sources, checked.
+pub fn read_app(
+    dir: &Path,
+) -> anyhow::Result<(String, std::collections::BTreeMap<String, String>)> {
+    let bundle =
+        AppBundle::load(dir).map_err(|e| anyhow!("loading app bundle {}: {e}", dir.display()))?;
+    let meta = std::fs::read_to_string(dir.join("app.json"))
+        .with_context(|| format!("reading {}", dir.join("app.json").display()))?;
+    let modules = bundle
+        .modules()
+        .map(|(name, src)| (name.to_string(), src.to_string()))
+        .collect();
+    Ok((meta, modules))
 }
 
 fn read_certs(paths: &[PathBuf], what: &str) -> anyhow::Result<Vec<String>> {

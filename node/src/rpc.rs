@@ -32,10 +32,16 @@ pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
         (Method::GET, "/node/tx") => node_tx(&node, &req),
         (Method::GET, "/node/version") => json_response(
             StatusCode::OK,
-            &json!({"version": env!("CARGO_PKG_VERSION"), "app_engine": "v8", "governance_engine": "none"}),
+            &json!({"version": env!("CARGO_PKG_VERSION"), "app_engine": "v8", "governance_engine": "quickjs"}),
         ),
         (Method::GET, "/node/js_metrics") => js_metrics(&node),
         (Method::POST, "/node/join") => join(&node, req, false).await,
+        (_, p) if p.starts_with("/gov/") => crate::gov_rpc::handle(&node, req, false).await,
+        (_, p)
+            if (p == "/app" || p.starts_with("/app/")) && !tables::service_is_open(&node.store) =>
+        {
+            service_not_open()
+        }
         (Method::GET, "/app/receipt") => receipt(&node, &req),
         (_, p) if p == "/app" || p.starts_with("/app/") => handle_app(&node, req, false).await,
         (
@@ -108,7 +114,8 @@ fn node_network(node: &Node) -> Response<Body> {
             json!({
                 "node_id": id.to_string(),
                 "role": role,
-                "status": if voters.contains(id) { "Trusted" } else { "Learner" },
+                "status": tables::node_status(&node.store, *id).unwrap_or_else(|| "Unknown".into()),
+                "voter": voters.contains(id),
                 "rpc_address": addr.rpc,
                 "node_address": addr.node_to_node,
             })
@@ -117,7 +124,7 @@ fn node_network(node: &Node) -> Response<Body> {
     json_response(
         StatusCode::OK,
         &json!({
-            "service_status": "Open",
+            "service_status": if tables::service_is_open(&node.store) { "Open" } else { "Opening" },
             "current_view": m.current_term,
             "primary_id": m.current_leader.map(|l| l.to_string()),
             "nodes": nodes,
@@ -189,8 +196,9 @@ pub fn tx_status(node: &Node, id: TxId) -> &'static str {
 }
 
 /// `GET /app/receipt?transaction_id=V.S`: CCF's JSON receipt for a
-/// committed transaction, once a committed signature covers it. For
-/// registered users and members (the receipt reveals commit evidence).
+/// committed transaction, once a committed signature covers it; with
+/// `Accept: application/cose`, its COSE receipt. For registered users and
+/// members (the receipt reveals commit evidence).
 fn receipt(node: &Node, req: &HttpRequest) -> Response<Body> {
     let registered = req.peer_cert.as_deref().is_some_and(|der| {
         let id = identity::cert_id_der(der);
@@ -214,13 +222,7 @@ fn receipt(node: &Node, req: &HttpRequest) -> Response<Body> {
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if accept.contains("application/cose") {
-        return error_response(
-            StatusCode::NOT_ACCEPTABLE,
-            "UnsupportedReceiptFormat",
-            "COSE receipts are not available yet; ask for application/json",
-        );
-    }
+    let cose = accept.contains("application/cose");
     let id = match txid_param(req) {
         Ok(id) => id,
         Err(resp) => return *resp,
@@ -255,6 +257,9 @@ fn receipt(node: &Node, req: &HttpRequest) -> Response<Body> {
             )
         }
     }
+    if cose {
+        return cose_receipt(node, id, not_yet);
+    }
     let result = node
         .history
         .lock()
@@ -268,6 +273,57 @@ fn receipt(node: &Node, req: &HttpRequest) -> Response<Body> {
         Err(charter_ledger::history::ReceiptUnavailable::NotSigned(_)) => {
             not_yet("Committed, awaiting the next signature".into())
         }
+        Err(e) => error_response(StatusCode::NOT_FOUND, "TransactionNotFound", e.to_string()),
+    }
+}
+
+/// The COSE receipt (`Accept: application/cose`) of a committed
+/// transaction, signed with the service key (`ledger/src/cose_receipt.rs`).
+fn cose_receipt(
+    node: &Node,
+    id: TxId,
+    not_yet: impl Fn(String) -> Response<Body>,
+) -> Response<Body> {
+    use charter_ledger::cose_receipt::{from_history, CoseReceiptUnavailable};
+    use charter_ledger::history::ReceiptUnavailable;
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let key = match ed25519_dalek::SigningKey::from_pkcs8_pem(&node.service.key_pem) {
+        Ok(k) => k,
+        Err(e) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("the service key is not an Ed25519 PKCS#8 key: {e}"),
+            )
+        }
+    };
+    let result = from_history(
+        &node.history.lock().unwrap_or_else(|e| e.into_inner()),
+        id.seqno,
+        &key,
+    );
+    match result {
+        Ok(cose) => {
+            let mut r = Response::new(Body::new(bytes::Bytes::from(cose)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/cose"),
+            );
+            r
+        }
+        Err(CoseReceiptUnavailable::History(ReceiptUnavailable::NotSigned(_))) => {
+            not_yet("Committed, awaiting the next signature".into())
+        }
+        Err(e @ CoseReceiptUnavailable::SignatureTransaction(_)) => error_response(
+            StatusCode::NOT_ACCEPTABLE,
+            "UnsupportedReceiptFormat",
+            format!("transaction {id}: {e}"),
+        ),
+        Err(e @ CoseReceiptUnavailable::Inconsistent(_)) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
         Err(e) => error_response(StatusCode::NOT_FOUND, "TransactionNotFound", e.to_string()),
     }
 }
@@ -298,6 +354,18 @@ async fn join(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<B
     }
 }
 
+/// Until the consortium opens the service, users cannot reach the app.
+fn service_not_open() -> Response<Body> {
+    let mut r = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceNotOpen",
+        "the service is not open yet: its members must pass transition_service_to_open",
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 pub fn not_primary() -> Response<Body> {
     let mut r = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -313,6 +381,9 @@ pub fn not_primary() -> Response<Body> {
 pub async fn handle_forwarded(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
     if req.path == "/node/join" {
         return join(&node, req, true).await;
+    }
+    if req.path.starts_with("/gov/") {
+        return crate::gov_rpc::handle(&node, req, true).await;
     }
     handle_app(&node, req, true).await
 }

@@ -64,16 +64,18 @@ fn node_config(ws: &Path, i: usize, base: u16, nodes_app: &Path) -> String {
 data_dir = {:?}\n\
 rpc_address = \"127.0.0.1:{rpc}\"\n\
 node_address = \"127.0.0.1:{peer}\"\n\
-service_cert = {:?}\n\
-app = {:?}\n",
+service_cert = {:?}\n",
         ws.join(format!("node{i}")),
         ws.join("service_cert.pem"),
-        nodes_app,
     );
     if i == 0 {
+        // The first node seeds the new service with the app; every node
+        // then runs the app from the governance tables.
+        s.push_str(&format!("app = {nodes_app:?}\n"));
         s.push_str(&format!(
-            "initial_users = [{:?}]\n",
-            ws.join("user0_cert.pem")
+            "initial_users = [{:?}]\ninitial_members = [{:?}]\n",
+            ws.join("user0_cert.pem"),
+            ws.join("member0_cert.pem")
         ));
     } else {
         s.push_str(&format!("join_target = \"127.0.0.1:{base}\"\n"));
@@ -97,12 +99,14 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         .with_context(|| format!("app bundle {} not found", args.app.display()))?;
     charter_js::AppBundle::load(&app)
         .map_err(|e| anyhow::anyhow!("app bundle {}: {e}", app.display()))?;
-    let user_cert = ws.join("user0_cert.pem");
-    let user_key = ws.join("user0_privk.pem");
-    if !user_cert.exists() || !user_key.exists() {
-        let user = identity::new_client_identity("user0")?;
-        identity::write_private(&user_key, &user.key_pem)?;
-        identity::write_public(&user_cert, &user.cert_pem)?;
+    for name in ["user0", "member0"] {
+        let cert = ws.join(format!("{name}_cert.pem"));
+        let key = ws.join(format!("{name}_privk.pem"));
+        if !cert.exists() || !key.exists() {
+            let id = identity::new_client_identity(name)?;
+            identity::write_private(&key, &id.key_pem)?;
+            identity::write_public(&cert, &id.cert_pem)?;
+        }
     }
     let resume = ws.join("node0").join("node.json").exists();
     let exe = std::env::current_exe()?;
@@ -144,6 +148,34 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         args.nodes,
         &mut children,
     ))?;
+    // The consortium (one member here) opens the service to users.
+    let member = crate::gov_cli::Connection {
+        server: format!("https://127.0.0.1:{}", args.base_port),
+        service_cert: ws.join("service_cert.pem"),
+        cert: ws.join("member0_cert.pem"),
+        key: ws.join("member0_privk.pem"),
+    };
+    let open = runtime.block_on(async {
+        let c = crate::tls::reqwest_client(
+            crate::tls::service_client(&std::fs::read_to_string(&member.service_cert)?, None)?,
+            Duration::from_secs(5),
+        )?;
+        let info: serde_json::Value = c
+            .get(format!("{}/gov/service/info", member.server))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(info["status"] == "Open")
+    })?;
+    if !open {
+        println!(
+            "Opening the service (member0 acks, proposes transition_service_to_open, votes) ..."
+        );
+        runtime
+            .block_on(crate::gov_cli::open_service(&member))
+            .context("opening the service")?;
+    }
     print_banner(&ws, &args);
     // Ctrl-C (or SIGTERM) ends the sandbox; dropping `children` stops the nodes.
     runtime.block_on(async {
@@ -199,7 +231,7 @@ async fn wait_for_voters(
                     if let Ok(v) = r.json::<serde_json::Value>().await {
                         let voters = v["nodes"]
                             .as_array()
-                            .map(|a| a.iter().filter(|n| n["status"] == "Trusted").count())
+                            .map(|a| a.iter().filter(|n| n["voter"] == true).count())
                             .unwrap_or(0);
                         if voters >= n && v["primary_id"].is_string() {
                             return Ok(());
@@ -258,6 +290,12 @@ fn print_banner(ws: &Path, args: &SandboxArgs) {
     );
     let _ = writeln!(
         out,
+        "  member identity (governance): {} / {}",
+        ws.join("member0_cert.pem").display(),
+        ws.join("member0_privk.pem").display()
+    );
+    let _ = writeln!(
+        out,
         "\nTry it (any node; writes on a backup are forwarded to the primary):"
     );
     let p0 = args.base_port;
@@ -283,6 +321,18 @@ fn print_banner(ws: &Path, args: &SandboxArgs) {
         out,
         "  curl --cacert {} https://127.0.0.1:{p0}/node/commit",
         ca.display()
+    );
+    let gov = format!(
+        "--server https://127.0.0.1:{p0} --service-cert {} --cert {} --key {}",
+        ca.display(),
+        ws.join("member0_cert.pem").display(),
+        ws.join("member0_privk.pem").display()
+    );
+    let _ = writeln!(out, "\nGovern it (see docs/governance.md):");
+    let _ = writeln!(out, "  charter gov status {gov}");
+    let _ = writeln!(
+        out,
+        "  charter gov propose set_user --cert-file NEW_USER_cert.pem {gov}"
     );
     let _ = writeln!(out, "\nPress Ctrl-C to stop all nodes.");
 }

@@ -4,11 +4,10 @@
 use charter_consensus::NodeAddr;
 use charter_ledger::Tx;
 
-use crate::identity;
-
-pub use charter_governance::{MEMBERS_CERTS, NODES_INFO, SERVICE_INFO, USERS_CERTS};
-/// The single key of the single-value service info map.
-pub const SERVICE_KEY: &[u8] = b"service";
+pub use charter_governance::{
+    MEMBERS_CERTS, NODES_INFO, NODE_PENDING, NODE_RETIRED, NODE_TRUSTED, SERVICE_INFO,
+    SERVICE_OPEN, SINGLETON_KEY, USERS_CERTS,
+};
 
 pub fn node_info(cert_pem: &str, addr: &NodeAddr, status: &str) -> serde_json::Value {
     serde_json::json!({
@@ -28,31 +27,17 @@ pub fn set_node(tx: &mut Tx, node_id: u64, info: &serde_json::Value) -> anyhow::
     Ok(())
 }
 
-/// The service's first transaction: its certificate, initial users and
-/// members, and the first node.
-pub fn genesis(
-    tx: &mut Tx,
-    service_cert_pem: &str,
-    users: &[String],
-    members: &[String],
-    node_id: u64,
-    node: &serde_json::Value,
-) -> anyhow::Result<()> {
-    let info = serde_json::json!({"status": "Open", "cert": service_cert_pem});
-    tx.set(SERVICE_INFO, SERVICE_KEY, info.to_string().as_bytes())?;
-    for pem in users {
-        tx.set(
-            USERS_CERTS,
-            identity::cert_id_pem(pem)?.as_bytes(),
-            pem.as_bytes(),
-        )?;
-    }
-    for pem in members {
-        tx.set(
-            MEMBERS_CERTS,
-            identity::cert_id_pem(pem)?.as_bytes(),
-            pem.as_bytes(),
-        )?;
-    }
-    set_node(tx, node_id, node)
+/// A node's status in `public:ccf.gov.nodes.info`, from committed state.
+pub fn node_status(store: &charter_ledger::Store, node_id: u64) -> Option<String> {
+    let v = store.get_committed(NODES_INFO, node_id.to_string().as_bytes())?;
+    let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
+    v.get("status")?.as_str().map(str::to_string)
+}
+
+/// Whether the service has been opened by governance (committed state).
+pub fn service_is_open(store: &charter_ledger::Store) -> bool {
+    store
+        .get_committed(SERVICE_INFO, SINGLETON_KEY)
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+        .is_some_and(|v| v.get("status").and_then(|s| s.as_str()) == Some(SERVICE_OPEN))
 }
