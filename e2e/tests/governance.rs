@@ -140,6 +140,11 @@ async fn three_members_govern_users_the_app_and_the_constitution() -> anyhow::Re
     );
     assert_eq!(vote(&c, 0, &p, "accept"), "Open");
     assert_eq!(vote(&c, 1, &p, "accept"), "Accepted");
+    let (ok, _, err) = c.gov(2, &["vote", &p, "accept"])?;
+    assert!(
+        !ok && err.contains("ProposalNotOpen"),
+        "no ballots once decided: {err}"
+    );
     let final_votes = &proposal(&c, &p)["finalVotes"];
     assert_eq!(
         final_votes.as_object().map(|o| o.len()),
@@ -191,6 +196,30 @@ async fn three_members_govern_users_the_app_and_the_constitution() -> anyhow::Re
         assert!(n.is_running(), "no node restarted");
     }
     let c = c;
+
+    // set_js_runtime_options: the limits change on every node, no restart.
+    let p = propose(
+        &c,
+        1,
+        &[
+            "set_js_runtime_options",
+            "--args",
+            r#"{"max_heap_bytes": 67108864, "max_stack_bytes": 524288, "max_execution_time_ms": 1234}"#,
+        ],
+    );
+    vote(&c, 1, &p, "accept");
+    assert_eq!(vote(&c, 2, &p, "accept"), "Accepted");
+    on_every_node(&c, "the new JS limits are in force", |n| {
+        let m = c.anonymous.get(c.nodes[n].url("/node/js_metrics")).send();
+        async move {
+            let Ok(r) = m.await else { return false };
+            let v: Value = r.json().await.unwrap_or_default();
+            v["limits"]["max_execution_time_ms"] == 1234
+                && v["limits"]["max_heap_bytes"] == 67108864
+                && v["limits"]["max_stack_bytes"] == 524288
+        }
+    })
+    .await;
 
     // set_constitution to unanimity: the open proposal at the switch is
     // Dropped, and the next one needs all three votes.
@@ -520,6 +549,43 @@ async fn bad_governance_requests_are_refused_and_change_nothing() -> anyhow::Res
         users_before,
         "the failed apply left no user behind"
     );
+
+    // A removed member can no longer sign anything.
+    let remove = json!({"actions": [{"name": "remove_member", "args": {"member_id": m1.id}}]});
+    let (s, v) = post(
+        &c,
+        create,
+        "application/cose",
+        m0.sign("proposal", now(), None, &remove),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let id = id_of(&v);
+    for m in [&m0, &m1] {
+        let (s, v) = post(
+            &c,
+            &ballot_path(&id, m),
+            "application/cose",
+            m.sign("ballot", now(), Some(&id), &yes),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(
+        state_of(
+            &c.get_json(0, &format!("/gov/members/proposals/{id}"))
+                .await?
+        ),
+        "Accepted"
+    );
+    let (s, v) = post(
+        &c,
+        create,
+        "application/cose",
+        m1.sign("proposal", now(), None, &set_user),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (401, "InvalidAuthenticationInfo"), "{v}");
     Ok(())
 }
 
