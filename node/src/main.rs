@@ -35,6 +35,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of a service (operators).
