@@ -91,6 +91,28 @@ fn receipts(c: &mut Criterion) {
             verifier.verify(&sample[i]).unwrap()
         })
     });
+    // Batches of 64, signatures checked with Ed25519 batch verification.
+    group.throughput(Throughput::Elements(sample.len() as u64));
+    group.bench_function("verify_json_receipt_100k_tree_batch64", |b| {
+        b.iter(|| {
+            let results = verifier.verify_batch(&sample);
+            assert!(results.iter().all(|r| r.is_ok()));
+        })
+    });
+    // The floor: one Ed25519 signature check on its own.
+    let key = charter_ledger::receipt::ed25519_key_of_pem(&sample[0].cert).unwrap();
+    let sig = {
+        let bytes: [u8; 64] = base64::engine::general_purpose::STANDARD
+            .decode(&sample[0].signature)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        ed25519_dalek::Signature::from_bytes(&bytes)
+    };
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ed25519_verify_strict_alone", |b| {
+        b.iter(|| key.verify_strict(&root, &sig).unwrap())
+    });
     group.finish();
 }
 

@@ -172,6 +172,51 @@ impl ReceiptVerifier {
     }
 }
 
+impl ReceiptVerifier {
+    /// Verifies a batch of receipts; the answer for each is what
+    /// [`ReceiptVerifier::verify`] would give. The root signatures of
+    /// receipts whose node certificate is already known are checked
+    /// together with Ed25519 batch verification (one multi-scalar
+    /// multiplication for the whole batch, about twice as fast per
+    /// signature); if the batch fails, each is checked alone to name the
+    /// bad ones.
+    pub fn verify_batch(&mut self, receipts: &[Receipt]) -> Vec<Result<Hash, ReceiptError>> {
+        let mut out: Vec<Option<Result<Hash, ReceiptError>>> = vec![None; receipts.len()];
+        let mut batch: Vec<(usize, Hash, ed25519_dalek::Signature, ed25519_dalek::VerifyingKey)> =
+            Vec::new();
+        for (i, r) in receipts.iter().enumerate() {
+            let Some(key) = self.endorsed.get(&r.cert).copied() else {
+                out[i] = Some(self.verify(r));
+                continue;
+            };
+            let prepared = root_of(r).and_then(|root| {
+                decode_signature(&r.signature)
+                    .map(|sig| (root, sig))
+                    .map_err(ReceiptError::Signature)
+            });
+            match prepared {
+                Ok((root, sig)) => batch.push((i, root, sig, key)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let messages: Vec<&[u8]> = batch.iter().map(|(_, root, _, _)| &root[..]).collect();
+        let signatures: Vec<ed25519_dalek::Signature> = batch.iter().map(|b| b.2).collect();
+        let keys: Vec<ed25519_dalek::VerifyingKey> = batch.iter().map(|b| b.3).collect();
+        let all_good = !batch.is_empty()
+            && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
+        for (i, root, _, key) in &batch {
+            out[*i] = Some(if all_good {
+                Ok(*root)
+            } else {
+                check_root_signature(key, root, &receipts[*i].signature).map(|()| *root)
+            });
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ReceiptError::Format("not verified".into()))))
+            .collect()
+    }
+}
+
 fn check_root_signature(
     key: &ed25519_dalek::VerifyingKey,
     root: &Hash,
@@ -428,6 +473,39 @@ mod tests {
             "endorsement",
             "never cached"
         );
+    }
+
+    #[test]
+    fn batch_verification_agrees_with_one_at_a_time() {
+        let svc = service();
+        let (key, cert) = node(&svc);
+        let h = signed_history(&key, &cert);
+        let good: Vec<Receipt> = (0..=6).map(|s| h.receipt(s).unwrap()).collect();
+        let mut v = ReceiptVerifier::new(&svc.cert_pem);
+        let results = v.verify_batch(&good);
+        for (r, got) in good.iter().zip(&results) {
+            assert_eq!(got.as_ref().unwrap(), &verify(r, &svc.cert_pem).unwrap());
+        }
+        // One bad signature and one bad proof in a batch: exactly those fail.
+        let mut batch = good.clone();
+        batch[2].signature = base64::engine::general_purpose::STANDARD.encode([1u8; 64]);
+        match batch[4].proof.first_mut() {
+            Some(ProofStep::Left(h) | ProofStep::Right(h)) => h[0] ^= 1,
+            None => panic!("receipt 4 should have a proof"),
+        }
+        let results = v.verify_batch(&batch);
+        for (i, got) in results.iter().enumerate() {
+            match i {
+                2 | 4 => assert_eq!(got.as_ref().unwrap_err().check(), "signature", "receipt {i}"),
+                _ => assert!(got.is_ok(), "receipt {i}: {got:?}"),
+            }
+        }
+        // Against another service, every receipt fails endorsement.
+        let mut other = ReceiptVerifier::new(&service().cert_pem);
+        assert!(other
+            .verify_batch(&good)
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().check() == "endorsement"));
     }
 
     #[test]
