@@ -327,6 +327,26 @@ async fn post(c: &Cluster, path: &str, content_type: &str, body: Vec<u8>) -> (u1
     )
 }
 
+/// Proposes `proposal` as the first signer, has every signer vote yes,
+/// and returns the proposal as the service then shows it.
+async fn pass(c: &Cluster, signers: &[&Signer], proposal: &Value) -> Value {
+    let created = "/gov/members/proposals:create";
+    let envelope = signers[0].sign("proposal", now(), None, proposal);
+    let (s, v) = post(c, created, "application/cose", envelope).await;
+    assert_eq!(s, 200, "{v}");
+    let id = id_of(&v);
+    let yes = json!({"ballot": "export function vote(p, who) { return true; }"});
+    for m in signers {
+        let path = format!("/gov/members/proposals/{id}/ballots/{}:submit", m.id);
+        let envelope = m.sign("ballot", now(), Some(&id), &yes);
+        let (s, v) = post(c, &path, "application/cose", envelope).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    c.get_json(0, &format!("/gov/members/proposals/{id}"))
+        .await
+        .unwrap()
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -517,28 +537,7 @@ async fn bad_governance_requests_are_refused_and_change_nothing() -> anyhow::Res
     let again = json!({"actions": [
         {"name": "set_user", "args": {"cert": std::fs::read_to_string(&user_cert)?}},
         {"name": "transition_service_to_open", "args": {}}]});
-    let (s, v) = post(
-        &c,
-        create,
-        "application/cose",
-        m0.sign("proposal", now(), None, &again),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let id = id_of(&v);
-    for m in [&m0, &m1] {
-        let (s, v) = post(
-            &c,
-            &ballot_path(&id, m),
-            "application/cose",
-            m.sign("ballot", now(), Some(&id), &yes),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
-    let v = c
-        .get_json(0, &format!("/gov/members/proposals/{id}"))
-        .await?;
+    let v = pass(&c, &[&m0, &m1], &again).await;
     assert_eq!(state_of(&v), "Failed", "{v}");
     assert!(
         !v["failure"]["reason"].as_str().unwrap_or("").is_empty(),
@@ -552,32 +551,7 @@ async fn bad_governance_requests_are_refused_and_change_nothing() -> anyhow::Res
 
     // A removed member can no longer sign anything.
     let remove = json!({"actions": [{"name": "remove_member", "args": {"member_id": m1.id}}]});
-    let (s, v) = post(
-        &c,
-        create,
-        "application/cose",
-        m0.sign("proposal", now(), None, &remove),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let id = id_of(&v);
-    for m in [&m0, &m1] {
-        let (s, v) = post(
-            &c,
-            &ballot_path(&id, m),
-            "application/cose",
-            m.sign("ballot", now(), Some(&id), &yes),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
-    assert_eq!(
-        state_of(
-            &c.get_json(0, &format!("/gov/members/proposals/{id}"))
-                .await?
-        ),
-        "Accepted"
-    );
+    assert_eq!(state_of(&pass(&c, &[&m0, &m1], &remove).await), "Accepted");
     let (s, v) = post(
         &c,
         create,
