@@ -90,6 +90,38 @@ pub fn error_response(
     )
 }
 
+/// How long a client may take to send a request's headers (also the idle
+/// time allowed between requests on a kept-alive connection).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a client may take to send a request's body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most connections one server holds open: half of what the process
+/// may open (after raising its soft file limit to the hard one), between
+/// 64 and 16,384.
+pub fn max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 512;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    ((limit.rlim_cur / 2) as usize).clamp(64, 16_384)
+}
+
 /// Runs a TLS server until the process ends. Each connection is served on
 /// its own task; a bad handshake or a broken connection only ends that
 /// connection.
@@ -103,6 +135,8 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections()));
+    let mut refused_since_log = 0u64;
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -112,10 +146,23 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
+        // At the cap, new connections are closed at once: the node keeps
+        // file descriptors for its peers, its storage and the connections
+        // it already serves.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            refused_since_log += 1;
+            if refused_since_log == 1 || refused_since_log % 1000 == 0 {
+                tracing::warn!(%remote, refused = refused_since_log, "too many open connections; refusing new ones");
+            }
+            drop(tcp);
+            continue;
+        };
+        refused_since_log = 0;
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
                 acceptor.accept(tcp),
@@ -149,6 +196,10 @@ pub async fn serve<H, F>(
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                // A client that trickles its headers (or idles between
+                // requests) is disconnected instead of holding a slot.
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service)
                 .await
             {
@@ -185,7 +236,19 @@ where
         return too_large();
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max_body_bytes).collect().await {
+    let collected = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(body, max_body_bytes).collect(),
+    )
+    .await;
+    let Ok(collected) = collected else {
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!("the request body did not arrive within {BODY_READ_TIMEOUT:?}"),
+        );
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
