@@ -242,3 +242,170 @@ pub fn sign(
     }
     CoseSign1::sign_ed25519(protected, vec![], payload, false, key)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use charter_ledger::{Store, WriteSet};
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+
+    use super::*;
+    use crate::{MEMBER_ACCEPTED, MEMBER_ACTIVE};
+
+    struct Member {
+        id: String,
+        key: ed25519_dalek::SigningKey,
+    }
+
+    fn member(store: &Store, seqno: u64, status: &str) -> Member {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["member".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let id = crate::cert_id_pem(&cert).unwrap();
+        let mut ws = WriteSet::default();
+        ws.put(MEMBERS_CERTS, id.as_bytes(), cert.as_bytes());
+        let info = serde_json::json!({ "status": status }).to_string();
+        ws.put(MEMBERS_INFO, id.as_bytes(), info.as_bytes());
+        store.apply(seqno, &ws);
+        Member {
+            id,
+            key: ed25519_dalek::SigningKey::from_pkcs8_der(&key.serialize_der()).unwrap(),
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn expect(msg_type: &str) -> Expect<'_> {
+        Expect {
+            msg_type,
+            member_states: &[MEMBER_ACTIVE],
+            now: NOW,
+            window_secs: 300,
+        }
+    }
+
+    fn check(store: &Arc<Store>, envelope: &[u8], e: Expect) -> Result<SignedRequest, GovError> {
+        let mut tx = store.begin();
+        let r = verify(&mut tx, envelope, e);
+        if r.is_ok() {
+            // What the node does after a successful step: commit.
+            let (_, ws) = store.prepare(tx).unwrap();
+            store.apply(store.last_applied() + 1, &ws);
+            store.release_all();
+        }
+        r
+    }
+
+    #[test]
+    fn a_good_request_passes_once_and_its_replay_is_refused() {
+        let store = Arc::new(Store::new());
+        let m = member(&store, 1, MEMBER_ACTIVE);
+        let env = sign(&m.key, &m.id, "ballot", NOW - 10, Some("p1"), b"{}");
+        let r = check(&store, &env, expect("ballot")).unwrap();
+        assert_eq!(
+            (r.member_id.as_str(), r.proposal_id.as_deref()),
+            (m.id.as_str(), Some("p1"))
+        );
+        let err = check(&store, &env, expect("ballot")).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "RequestReplayed"));
+    }
+
+    #[test]
+    fn each_bad_request_is_refused_with_its_own_code() {
+        let store = Arc::new(Store::new());
+        let m = member(&store, 1, MEMBER_ACTIVE);
+        let newbie = member(&store, 2, MEMBER_ACCEPTED);
+        let other = member(&Store::new(), 1, MEMBER_ACTIVE);
+        let code = |env: &[u8], e: Expect| check(&store, env, e).unwrap_err().code;
+        let p = b"{}";
+        assert_eq!(code(b"garbage", expect("proposal")), "InvalidCoseSign1");
+        assert_eq!(
+            code(
+                &sign(&m.key, &m.id, "ballot", NOW, None, p),
+                expect("proposal")
+            ),
+            "InvalidCoseSign1",
+            "wrong message type"
+        );
+        assert_eq!(
+            code(
+                &sign(&m.key, &m.id, "proposal", NOW - 301, None, p),
+                expect("proposal")
+            ),
+            "InvalidCreatedAt"
+        );
+        assert_eq!(
+            code(
+                &sign(&m.key, &m.id, "proposal", NOW + 301, None, p),
+                expect("proposal")
+            ),
+            "InvalidCreatedAt"
+        );
+        assert_eq!(
+            code(
+                &sign(&other.key, &other.id, "proposal", NOW, None, p),
+                expect("proposal")
+            ),
+            "InvalidAuthenticationInfo",
+            "unknown member"
+        );
+        assert_eq!(
+            code(
+                &sign(&other.key, &m.id, "proposal", NOW, None, p),
+                expect("proposal")
+            ),
+            "InvalidAuthenticationInfo",
+            "signed by another key than kid names"
+        );
+        assert_eq!(
+            code(
+                &sign(&newbie.key, &newbie.id, "proposal", NOW, None, p),
+                expect("proposal")
+            ),
+            "AuthorizationFailed",
+            "an Accepted member may not propose"
+        );
+        let mut ack = expect("ack");
+        ack.member_states = &[MEMBER_ACCEPTED, MEMBER_ACTIVE];
+        assert!(check(
+            &store,
+            &sign(&newbie.key, &newbie.id, "ack", NOW, None, p),
+            ack
+        )
+        .is_ok());
+        assert_eq!(
+            store.committed_map(RECENT_REQUESTS).len(),
+            1,
+            "only the good one is recorded"
+        );
+    }
+
+    #[test]
+    fn seen_requests_are_forgotten_once_they_would_be_stale() {
+        let store = Arc::new(Store::new());
+        let m = member(&store, 1, MEMBER_ACTIVE);
+        let old = sign(&m.key, &m.id, "proposal", NOW - 200, None, b"{}");
+        check(&store, &old, expect("proposal")).unwrap();
+        let later = Expect {
+            now: NOW + 200,
+            ..expect("proposal")
+        };
+        let fresh = sign(&m.key, &m.id, "proposal", NOW + 150, None, b"{}");
+        check(&store, &fresh, later).unwrap();
+        let seen = store.committed_map(RECENT_REQUESTS);
+        assert_eq!(
+            seen.len(),
+            1,
+            "the record older than the window was dropped"
+        );
+        assert_eq!(
+            check(&store, &old, later).unwrap_err().code,
+            "InvalidCreatedAt",
+            "and the old request is refused as stale instead"
+        );
+    }
+}
