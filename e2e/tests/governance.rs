@@ -677,5 +677,25 @@ async fn service_opens_by_vote_and_new_nodes_wait_to_be_trusted() -> anyhow::Res
         "{nodes}"
     );
     c.log_write(0, "/app/log/private", 2).await?;
+    // The retired node refuses app traffic instead of serving stale state.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .user
+            .get(c.nodes[1].url("/app/log/private?id=2"))
+            .send()
+            .await?;
+        if r.status() == 503 {
+            let v: Value = r.json().await?;
+            if code(&v) == "NodeRetired" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 still serves after being retired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

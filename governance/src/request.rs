@@ -36,7 +36,7 @@ pub struct SignedRequest {
     pub created_at: i64,
     pub proposal_id: Option<String>,
     pub payload: Vec<u8>,
-    /// SHA-256 of the whole envelope.
+    /// SHA-256 of the signed content (protected header and payload).
     pub digest: [u8; 32],
 }
 
@@ -173,7 +173,10 @@ pub fn verify(tx: &mut Tx, envelope: &[u8], expect: Expect) -> Result<SignedRequ
             ),
         ));
     }
-    let digest: [u8; 32] = Sha256::digest(envelope).into();
+    // The digest covers what the member signed (protected header and
+    // payload), not the envelope's bytes: re-wrapping the same signed
+    // content (untagged, another unprotected header) is still a replay.
+    let digest = signed_content_digest(&msg.protected_bytes, &payload);
     let seen_key = format!("{:020}:{}", created_at.max(0), hex::encode(digest));
     if tx.has(RECENT_REQUESTS, seen_key.as_bytes()) {
         return Err(GovError::bad_request(
@@ -193,6 +196,16 @@ pub fn verify(tx: &mut Tx, envelope: &[u8], expect: Expect) -> Result<SignedRequ
         payload,
         digest,
     })
+}
+
+/// SHA-256 over the signed content, length-prefixed so no two
+/// (protected, payload) pairs share an input.
+fn signed_content_digest(protected: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((protected.len() as u64).to_be_bytes());
+    h.update(protected);
+    h.update(payload);
+    h.finalize().into()
 }
 
 /// Drops the seen-request records older than the window: a request that
@@ -312,6 +325,17 @@ mod tests {
         );
         let err = check(&store, &env, expect("ballot")).unwrap_err();
         assert_eq!((err.status, err.code), (400, "RequestReplayed"));
+        // The same signed content re-wrapped (untagged, with an extra
+        // unprotected header) is the same request.
+        let msg = CoseSign1::parse(&env).unwrap();
+        let rewrapped = charter_ledger::cbor::encode(&Value::Array(vec![
+            Value::Bytes(msg.protected_bytes.clone()),
+            Value::Map(vec![(Value::Int(99), Value::text("noise"))]),
+            Value::Bytes(msg.payload.clone().unwrap()),
+            Value::Bytes(msg.signature.clone()),
+        ]));
+        let err = check(&store, &rewrapped, expect("ballot")).unwrap_err();
+        assert_eq!(err.code, "RequestReplayed");
     }
 
     #[test]

@@ -26,6 +26,22 @@ pub struct JsRequest {
     pub caller: serde_json::Value,
 }
 
+impl JsRequest {
+    /// The request's metadata as the JSON text both engines hand to the
+    /// prelude's `makeRequest` (everything but the body; headers as an
+    /// object of lower-case names).
+    pub(crate) fn meta_json(&self) -> Result<String, JsError> {
+        let mut meta = serde_json::to_value(self).map_err(|e| JsError::Internal(e.to_string()))?;
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        meta["headers"] = serde_json::Value::Object(headers);
+        Ok(meta.to_string())
+    }
+}
+
 /// What the endpoint answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsResponse {
@@ -34,6 +50,34 @@ pub struct JsResponse {
     pub body: Vec<u8>,
     /// Set by `ccf.rpc.setClaimsDigest`: enters the transaction's Merkle leaf.
     pub claims_digest: Option<[u8; 32]>,
+    /// Set by `ccf.rpc.setApplyWrites`: overrides whether the handler's
+    /// writes are applied (see [`JsResponse::should_apply_writes`]).
+    pub apply_writes: Option<bool>,
+}
+
+impl JsResponse {
+    /// Whether the node commits the handler's writes. As in CCF: what the
+    /// handler set with `ccf.rpc.setApplyWrites(bool)` if it called it,
+    /// else only on a 2xx status. So `true` commits even a 4xx/5xx
+    /// response's writes, and `false` drops them even on a 2xx.
+    pub fn should_apply_writes(&self) -> bool {
+        self.apply_writes
+            .unwrap_or((200..300).contains(&self.status))
+    }
+}
+
+/// What `ccf.consensus` reads, supplied by the node
+/// ([`crate::JsEngine::set_consensus`]); the engines know nothing of Raft.
+/// Called from the engines' worker threads while a handler runs, so it must
+/// answer quickly and never block on the async runtime.
+pub trait ConsensusView: Send + Sync {
+    /// `(view, seqno)` of the last committed transaction.
+    fn last_committed(&self) -> (u64, u64);
+    /// CCF's status of transaction `view.seqno`: `"Committed"`,
+    /// `"Pending"`, `"Invalid"` or `"Unknown"`.
+    fn status(&self, view: u64, seqno: u64) -> &'static str;
+    /// The view in which `seqno` was committed, if this node knows it.
+    fn view_for_seqno(&self, seqno: u64) -> Option<u64>;
 }
 
 /// Runtime limits applied to every execution (CCF's

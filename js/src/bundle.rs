@@ -11,6 +11,10 @@
 //! A bundle is checked when it is loaded (every endpoint names a module the
 //! bundle has, modes and methods are known), so a request never finds a
 //! half-valid app.
+//!
+//! A top-level `"engine"` in `app.json` chooses the JS engine that runs the
+//! app: `"v8"` (the default) or `"quickjs"`. Both give the same `ccf` API
+//! and the same responses (`js/tests/conformance.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,9 +61,46 @@ fn default_forwarding() -> String {
     "sometimes".to_string()
 }
 
+/// The JS engine that runs an app's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    V8,
+    QuickJs,
+}
+
+impl Engine {
+    /// The name used in `app.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::V8 => "v8",
+            Engine::QuickJs => "quickjs",
+        }
+    }
+
+    /// `"v8"` or `"quickjs"`; anything else is `None`.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        match name {
+            "v8" => Some(Engine::V8),
+            "quickjs" => Some(Engine::QuickJs),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Deserialize)]
 struct AppJson {
     endpoints: BTreeMap<String, BTreeMap<String, EndpointDef>>,
+    /// `"v8"` (default) or `"quickjs"`.
+    #[serde(default)]
+    engine: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +130,7 @@ pub struct AppBundle {
     endpoints: BTreeMap<(String, String), EndpointDef>,
     /// Module name (path under `src/`, `/`-separated, no leading `/`) → source.
     modules: BTreeMap<String, String>,
+    engine: Engine,
 }
 
 impl AppBundle {
@@ -122,6 +164,13 @@ impl AppBundle {
                 path: PathBuf::from("app.json"),
                 message: e.to_string(),
             })?;
+        let engine = match parsed.engine.as_deref() {
+            None => Engine::default(),
+            Some(name) => Engine::from_name(name).ok_or_else(|| BundleError::Metadata {
+                path: PathBuf::from("app.json"),
+                message: format!("unknown engine {name:?} (expected \"v8\" or \"quickjs\")"),
+            })?,
+        };
         let modules: BTreeMap<String, String> = modules
             .into_iter()
             .map(|(name, source)| (normalize_module_name(&name), source))
@@ -167,7 +216,16 @@ impl AppBundle {
                 endpoints.insert((path.clone(), method), def);
             }
         }
-        Ok(AppBundle { endpoints, modules })
+        Ok(AppBundle {
+            endpoints,
+            modules,
+            engine,
+        })
+    }
+
+    /// The engine that runs this app (`"engine"` in `app.json`, V8 if absent).
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The endpoint for `method` on `path` (the part after `/app`), with
@@ -350,6 +408,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("forwarding_required"), "{err}");
+    }
+
+    #[test]
+    fn engine_is_chosen_in_app_json() {
+        let ep = r#""endpoints": {"/x": {"get": {"js_module": "app.js", "js_function": "f"}}}"#;
+        assert_eq!(bundle(&format!("{{{ep}}}")).unwrap().engine(), Engine::V8);
+        assert_eq!(
+            bundle(&format!(r#"{{"engine": "v8", {ep}}}"#))
+                .unwrap()
+                .engine(),
+            Engine::V8
+        );
+        assert_eq!(
+            bundle(&format!(r#"{{"engine": "quickjs", {ep}}}"#))
+                .unwrap()
+                .engine(),
+            Engine::QuickJs
+        );
+        for bad in [r#""spidermonkey""#, r#""V8""#, "1", "null"] {
+            let err = bundle(&format!(r#"{{"engine": {bad}, {ep}}}"#));
+            // `null` reads as "not given".
+            if bad == "null" {
+                assert_eq!(err.unwrap().engine(), Engine::V8);
+                continue;
+            }
+            let err = err.unwrap_err();
+            assert!(matches!(err, BundleError::Metadata { .. }), "{bad}: {err}");
+        }
+        let err = bundle(&format!(r#"{{"engine": "spidermonkey", {ep}}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown engine"), "{err}");
     }
 
     #[test]

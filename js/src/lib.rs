@@ -1,20 +1,32 @@
 //! Charter's JavaScript runtime for applications.
 //!
 //! - [`bundle`]: app bundles in CCF's format (`app.json` + modules), endpoint
-//!   lookup;
+//!   lookup, the app's choice of engine;
 //! - [`api`]: the engine-neutral request, response, limits and errors;
-//! - [`v8_engine`]: [`JsEngine`], which runs endpoints on V8 worker threads,
-//!   a fresh context per request, under heap, stack and time limits, with
-//!   the `ccf` global (KV bound to the request's transaction, buffer
-//!   helpers, console).
+//! - [`engine`]: [`JsEngine`], the front the node uses: shared limits and
+//!   counters, each execution sent to the app's engine;
+//! - [`v8_engine`]: V8 worker threads, one isolate each, a fresh context
+//!   per request;
+//! - [`qjs_engine`]: QuickJS worker threads, a fresh runtime per request;
+//! - `prelude.js`: the `ccf` global (KV bound to the request's transaction,
+//!   buffer helpers, claims digest) and `console`, written once and run by
+//!   both engines on top of their host functions.
+//!
+//! Every execution runs under heap, stack and time limits ([`Limits`]).
 //!
 //! This crate knows nothing of HTTP or Raft: it takes a transaction and
 //! gives it back with the handler's reads and writes.
 
 pub mod api;
 pub mod bundle;
+pub mod crypto;
+pub mod engine;
+pub mod qjs_engine;
 pub mod v8_engine;
 
-pub use api::{JsError, JsRequest, JsResponse, Limits};
-pub use bundle::{AppBundle, BundleError, EndpointDef, Mode};
-pub use v8_engine::JsEngine;
+pub use api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
+pub use bundle::{AppBundle, BundleError, EndpointDef, Engine, Mode};
+pub use engine::{EngineMetrics, JsEngine, Metrics};
+
+/// The prelude both engines run first in every fresh context.
+pub(crate) const PRELUDE: &str = include_str!("prelude.js");

@@ -412,6 +412,30 @@ impl Tx {
         self.get(map, key).is_some()
     }
 
+    /// The seqno of the committed entry that wrote the value of `key` this
+    /// transaction reads (CCF's `get_version_of_previous_write`). `None`
+    /// when the key is absent or deleted, or its last write is still
+    /// pending (no seqno yet). Ignores this transaction's own writes, and
+    /// counts as a read of the key.
+    pub fn committed_version(&mut self, map: &str, key: &[u8]) -> Option<u64> {
+        let state = self.store.read();
+        let now = state.key_version(map, key, !self.read_only);
+        let read = *self
+            .key_reads
+            .entry((map.to_string(), key.to_vec()))
+            .or_insert(now);
+        let Version::Committed(seqno) = read else {
+            return None;
+        };
+        // A tombstone at that seqno means the write was a delete.
+        let deleted = state
+            .committed
+            .get(map)
+            .and_then(|m| m.entries.get(key))
+            .is_some_and(|(value, at)| *at == seqno && value.is_none());
+        (!deleted).then_some(seqno)
+    }
+
     pub fn set(&mut self, map: &str, key: &[u8], value: &[u8]) -> Result<(), CommitError> {
         self.check_writable(map)?;
         self.writes.put(map, key, value);
@@ -622,6 +646,36 @@ mod tests {
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
         tx.clear(M).unwrap();
         assert_eq!(tx.size(M), 0);
+    }
+
+    #[test]
+    fn committed_version_is_the_seqno_of_the_write_read() {
+        let s = store();
+        let mut ws = WriteSet::default();
+        ws.put(M, b"a", b"1");
+        ws.put(M, b"gone", b"1");
+        s.apply(4, &ws);
+        let mut ws = WriteSet::default();
+        ws.remove(M, b"gone");
+        s.apply(7, &ws);
+        let mut tx = s.begin();
+        assert_eq!(tx.committed_version(M, b"a"), Some(4));
+        assert_eq!(tx.committed_version(M, b"gone"), None);
+        assert_eq!(tx.committed_version(M, b"never"), None);
+        // Own writes do not count; a pending write has no seqno yet.
+        tx.set(M, b"a", b"2").unwrap();
+        assert_eq!(tx.committed_version(M, b"a"), Some(4));
+        let (id, _) = s.prepare(tx).unwrap();
+        assert_eq!(s.begin().committed_version(M, b"a"), None);
+        s.release(id.unwrap());
+        // It is a read: a later write of the key conflicts.
+        let mut tx = s.begin();
+        tx.committed_version(M, b"a");
+        tx.set(M, b"other", b"x").unwrap();
+        let mut ws = WriteSet::default();
+        ws.put(M, b"a", b"3");
+        s.apply(9, &ws);
+        assert!(s.prepare(tx).is_err());
     }
 
     #[test]

@@ -182,8 +182,12 @@ impl ReceiptVerifier {
     /// bad ones.
     pub fn verify_batch(&mut self, receipts: &[Receipt]) -> Vec<Result<Hash, ReceiptError>> {
         let mut out: Vec<Option<Result<Hash, ReceiptError>>> = vec![None; receipts.len()];
-        let mut batch: Vec<(usize, Hash, ed25519_dalek::Signature, ed25519_dalek::VerifyingKey)> =
-            Vec::new();
+        let mut batch: Vec<(
+            usize,
+            Hash,
+            ed25519_dalek::Signature,
+            ed25519_dalek::VerifyingKey,
+        )> = Vec::new();
         for (i, r) in receipts.iter().enumerate() {
             let Some(key) = self.endorsed.get(&r.cert).copied() else {
                 out[i] = Some(self.verify(r));
@@ -202,8 +206,8 @@ impl ReceiptVerifier {
         let messages: Vec<&[u8]> = batch.iter().map(|(_, root, _, _)| &root[..]).collect();
         let signatures: Vec<ed25519_dalek::Signature> = batch.iter().map(|b| b.2).collect();
         let keys: Vec<ed25519_dalek::VerifyingKey> = batch.iter().map(|b| b.3).collect();
-        let all_good = !batch.is_empty()
-            && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
+        let all_good =
+            !batch.is_empty() && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
         for (i, root, _, key) in &batch {
             out[*i] = Some(if all_good {
                 Ok(*root)
@@ -496,7 +500,11 @@ mod tests {
         let results = v.verify_batch(&batch);
         for (i, got) in results.iter().enumerate() {
             match i {
-                2 | 4 => assert_eq!(got.as_ref().unwrap_err().check(), "signature", "receipt {i}"),
+                2 | 4 => assert_eq!(
+                    got.as_ref().unwrap_err().check(),
+                    "signature",
+                    "receipt {i}"
+                ),
                 _ => assert!(got.is_ok(), "receipt {i}: {got:?}"),
             }
         }

@@ -123,17 +123,31 @@ impl Member {
         proposal_id: Option<&str>,
         payload: &[u8],
     ) -> anyhow::Result<(u16, String)> {
-        let body = self.sign(msg_type, proposal_id, payload);
         let url = format!("{}{path}?{API}", self.server);
-        let r = self
-            .client
-            .post(&url)
-            .header("content-type", "application/cose")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| format!("sending to {url}"))?;
-        Ok((r.status().as_u16(), r.text().await.unwrap_or_default()))
+        let mut answer = (0, String::new());
+        // Ed25519 signatures are deterministic and created_at counts whole
+        // seconds, so the same command twice within a second is the same
+        // request, which the service refuses as a replay: sign it again
+        // in the next second.
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            let body = self.sign(msg_type, proposal_id, payload);
+            let r = self
+                .client
+                .post(&url)
+                .header("content-type", "application/cose")
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("sending to {url}"))?;
+            answer = (r.status().as_u16(), r.text().await.unwrap_or_default());
+            if !(answer.0 == 400 && answer.1.contains("RequestReplayed")) {
+                break;
+            }
+        }
+        Ok(answer)
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
@@ -160,8 +174,6 @@ fn report((status, body): (u16, String)) -> anyhow::Result<()> {
     if (200..300).contains(&status) {
         if !shown.is_empty() {
             println!("{shown}");
-        } else {
-            println!("{status} OK");
         }
         Ok(())
     } else {

@@ -151,7 +151,7 @@ pub async fn serve<H, F>(
         // it already serves.
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             refused_since_log += 1;
-            if refused_since_log == 1 || refused_since_log % 1000 == 0 {
+            if refused_since_log == 1 || refused_since_log.is_multiple_of(1000) {
                 tracing::warn!(%remote, refused = refused_since_log, "too many open connections; refusing new ones");
             }
             drop(tcp);

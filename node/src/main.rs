@@ -1,6 +1,7 @@
 //! `charter`: run a node of a Charter service, or a local sandbox.
 
 mod config;
+mod consensus_view;
 mod forward;
 mod gov_cli;
 mod gov_rpc;
@@ -179,6 +180,14 @@ enum NodeCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. } | Command::Sandbox(_)) {
+        // A CLI whose output is piped into `head` should end quietly when
+        // the pipe closes, as other Unix tools do, not panic.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -46,6 +46,9 @@ pub struct Node {
     join_lock: tokio::sync::Mutex<()>,
     /// Nodes this primary is waiting to promote to voter.
     promoting: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Set once governance has retired this node: it stops taking part in
+    /// Raft and refuses app and governance traffic (its state goes stale).
+    pub retired: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +203,10 @@ impl Node {
             sequencer: tokio::sync::Mutex::new(()),
             join_lock: tokio::sync::Mutex::new(()),
             promoting: std::sync::Mutex::new(Default::default()),
+            retired: std::sync::atomic::AtomicBool::new(false),
         });
+        node.engine
+            .set_consensus(crate::consensus_view::NodeConsensus::new(&node));
         node.clone().watch_leadership();
         crate::watch::spawn(node.clone());
         crate::signatures::spawn(node.clone())?;

@@ -36,6 +36,16 @@ pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
         ),
         (Method::GET, "/node/js_metrics") => js_metrics(&node),
         (Method::POST, "/node/join") => join(&node, req, false).await,
+        (_, p)
+            if (p.starts_with("/app") || p.starts_with("/gov/"))
+                && node.retired.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NodeRetired",
+                "this node has been retired from the service by governance; use another node",
+            )
+        }
         (_, p) if p.starts_with("/gov/") => crate::gov_rpc::handle(&node, req, false).await,
         (_, p)
             if (p == "/app" || p.starts_with("/app/")) && !tables::service_is_open(&node.store) =>
@@ -67,7 +77,7 @@ fn node_state(node: &Node) -> Response<Body> {
         StatusCode::OK,
         &json!({
             "node_id": node.id.to_string(),
-            "state": format!("{:?}", m.state),
+            "state": if node.retired.load(std::sync::atomic::Ordering::Relaxed) { "Retired".to_string() } else { format!("{:?}", m.state) },
             "view": m.current_term,
             "primary_id": m.current_leader.map(|l| l.to_string()),
             "last_committed": node.committed_txid().to_string(),
@@ -508,8 +518,9 @@ async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Resp
                 return error_response(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.message());
             }
         };
-        // As in CCF: writes are applied only when the handler answered 2xx.
-        let txid = if (200..300).contains(&resp.status) {
+        // As in CCF: writes are applied when the handler answered 2xx,
+        // unless it said otherwise with `ccf.rpc.setApplyWrites`.
+        let txid = if resp.should_apply_writes() {
             match node.commit_entry(tx, EntryKind::Transaction, resp.claims_digest).await {
                 Ok(id) => id,
                 Err(CommitFailure::Conflict) => {

@@ -329,10 +329,13 @@ fn print_banner(ws: &Path, args: &SandboxArgs) {
         ws.join("member0_privk.pem").display()
     );
     let _ = writeln!(out, "\nGovern it (see docs/governance.md):");
-    let _ = writeln!(out, "  charter gov status {gov}");
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "charter".into());
+    let _ = writeln!(out, "  {exe} gov status {gov}");
     let _ = writeln!(
         out,
-        "  charter gov propose set_user --cert-file NEW_USER_cert.pem {gov}"
+        "  {exe} gov propose set_user --cert-file NEW_USER_cert.pem {gov}"
     );
     let _ = writeln!(out, "\nPress Ctrl-C to stop all nodes.");
 }

@@ -13,6 +13,7 @@
 //! snapshot, or a restart that reloaded RocksDB.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,13 @@ use crate::node::Node;
 use crate::tables;
 
 const POLL: Duration = Duration::from_millis(50);
+
+/// The range the node holds app limits to, whatever governance sets.
+const MIN_HEAP_BYTES: usize = 1024 * 1024;
+const MAX_HEAP_BYTES: usize = 4 * 1024 * 1024 * 1024;
+const MIN_STACK_BYTES: usize = 64 * 1024;
+const MAX_STACK_BYTES: usize = 64 * 1024 * 1024;
+const MAX_EXECUTION_TIME_MS: u64 = 60_000;
 
 pub fn spawn(node: Arc<Node>) {
     tokio::spawn(async move {
@@ -56,6 +64,31 @@ pub fn spawn(node: Arc<Node>) {
                 reconcile_membership(&node).await;
             }
             was_primary = primary;
+            if !node.retired.load(Ordering::Relaxed)
+                && tables::node_status(&node.store, node.id).as_deref()
+                    == Some(tables::NODE_RETIRED)
+            {
+                node.retired.store(true, Ordering::Relaxed);
+                tracing::warn!("governance retired this node: it refuses app and governance requests and leaves Raft once the membership no longer holds it; then stop it and delete its data directory");
+            }
+            // Raft stays up until the membership change that removes this
+            // node is in its log: the primary may still need this node's
+            // vote to commit that change.
+            if node.retired.load(Ordering::Relaxed) {
+                let still_member = node
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(id, _)| *id == node.id);
+                if !still_member {
+                    tracing::warn!("this retired node is out of the membership; stopping Raft");
+                    if let Err(e) = node.raft.shutdown().await {
+                        tracing::warn!("stopping Raft on the retired node: {e}");
+                    }
+                    return;
+                }
+            }
             tokio::time::sleep(POLL).await;
         }
     });
@@ -90,10 +123,18 @@ fn reload_limits(node: &Node) {
     };
     let d = Limits::default();
     let num = |k: &str| v.get(k).and_then(|x| x.as_u64());
+    // Whatever a constitution lets through, the node keeps the limits in a
+    // range it can live with: a 60 s handler already holds a worker long.
     let limits = Limits {
-        max_heap_bytes: num("max_heap_bytes").map_or(d.max_heap_bytes, |x| x as usize),
-        max_stack_bytes: num("max_stack_bytes").map_or(d.max_stack_bytes, |x| x as usize),
-        max_execution_time_ms: num("max_execution_time_ms").unwrap_or(d.max_execution_time_ms),
+        max_heap_bytes: num("max_heap_bytes")
+            .map_or(d.max_heap_bytes, |x| x as usize)
+            .clamp(MIN_HEAP_BYTES, MAX_HEAP_BYTES),
+        max_stack_bytes: num("max_stack_bytes")
+            .map_or(d.max_stack_bytes, |x| x as usize)
+            .clamp(MIN_STACK_BYTES, MAX_STACK_BYTES),
+        max_execution_time_ms: num("max_execution_time_ms")
+            .unwrap_or(d.max_execution_time_ms)
+            .clamp(1, MAX_EXECUTION_TIME_MS),
         return_exception_details: v
             .get("return_exception_details")
             .and_then(|x| x.as_bool())

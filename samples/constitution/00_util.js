@@ -100,6 +100,17 @@ function checkPositiveInteger(value) {
   return undefined;
 }
 
+// A positive integer no larger than `max`: limits beyond these would let
+// one request hold a JS worker for minutes or claim the node's memory.
+function checkIntegerUpTo(max, unit) {
+  return (value) => {
+    const problem = checkPositiveInteger(value);
+    if (problem !== undefined) return problem;
+    if (value > max) return "must be at most " + max + " " + unit + ", got " + value;
+    return undefined;
+  };
+}
+
 function checkCert(value) {
   if (typeof value !== "string") return "must be a PEM string, got " + describeType(value);
   if (!ccf.isValidX509CertBundle(value)) return "is not a valid X509 certificate bundle";

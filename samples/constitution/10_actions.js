@@ -250,9 +250,9 @@ const removeJsApp = action(
 
 const setJsRuntimeOptions = action(
   (c) => {
-    c.require("max_heap_bytes", checkPositiveInteger);
-    c.require("max_stack_bytes", checkPositiveInteger);
-    c.require("max_execution_time_ms", checkPositiveInteger);
+    c.require("max_heap_bytes", checkIntegerUpTo(4 * 1024 * 1024 * 1024, "bytes"));
+    c.require("max_stack_bytes", checkIntegerUpTo(64 * 1024 * 1024, "bytes"));
+    c.require("max_execution_time_ms", checkIntegerUpTo(60000, "ms"));
     c.optional("log_exception_details", checkBoolean);
     c.optional("return_exception_details", checkBoolean);
   },

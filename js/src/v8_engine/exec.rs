@@ -9,7 +9,7 @@ use crate::api::{JsError, JsRequest, JsResponse};
 use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
 use crate::v8_engine::host;
 
-const PRELUDE: &str = include_str!("prelude.js");
+const PRELUDE: &str = crate::PRELUDE;
 
 /// Modules compiled for the current execution: a module instance belongs
 /// to one context, so every execution compiles its own graph.
@@ -157,14 +157,8 @@ fn run_in_context(
     let handler = load_handler(tc, endpoint)?;
 
     // The request object.
-    let mut meta = serde_json::to_value(request).map_err(|e| JsError::Internal(e.to_string()))?;
-    let headers: serde_json::Map<String, serde_json::Value> = request
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    meta["headers"] = serde_json::Value::Object(headers);
-    let meta = v8::String::new(tc, &meta.to_string()).ok_or(Failure::Thrown)?;
+    let meta = request.meta_json()?;
+    let meta = v8::String::new(tc, &meta).ok_or(Failure::Thrown)?;
     let body = host::array_buffer(tc, request.body.clone());
     let js_request = make_request
         .call(tc, undefined, &[meta.into(), body.into()])
@@ -227,11 +221,13 @@ fn run_in_context(
             .to_rust_string_lossy(tc);
         headers.push((name, value));
     }
+    let apply_writes = get(tc, response, "applyWrites")?;
     Ok(JsResponse {
         status,
         headers,
         body,
         claims_digest: None,
+        apply_writes: apply_writes.is_boolean().then(|| apply_writes.is_true()),
     })
 }
 

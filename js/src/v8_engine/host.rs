@@ -8,14 +8,24 @@
 //! V8's frames).
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use charter_ledger::Tx;
+
+use crate::api::ConsensusView;
 
 thread_local! {
     /// The transaction of the request this worker thread is executing.
     static CURRENT_TX: RefCell<Option<Tx>> = const { RefCell::new(None) };
     /// The claims digest the current request set with `ccf.rpc.setClaimsDigest`.
     static CLAIMS_DIGEST: RefCell<Option<[u8; 32]>> = const { RefCell::new(None) };
+    /// What `ccf.consensus` reads during the current request, if anything.
+    static CONSENSUS: RefCell<Option<Arc<dyn ConsensusView>>> = const { RefCell::new(None) };
+}
+
+/// Sets what `ccf.consensus` reads for the next execution on this thread.
+pub(crate) fn set_consensus(consensus: Option<Arc<dyn ConsensusView>>) {
+    CONSENSUS.with(|c| *c.borrow_mut() = consensus);
 }
 
 /// Takes the claims digest the request set, if any.
@@ -33,7 +43,7 @@ pub(crate) fn take_tx() -> Option<Tx> {
     CURRENT_TX.with(|c| c.borrow_mut().take())
 }
 
-fn with_tx<R>(
+pub(super) fn with_tx<R>(
     scope: &mut v8::HandleScope,
     f: impl FnOnce(&mut Tx) -> Result<R, String>,
 ) -> Option<R> {
@@ -99,7 +109,7 @@ pub(crate) fn bytes_of(value: v8::Local<v8::Value>) -> Option<Vec<u8>> {
     None
 }
 
-fn string_arg(
+pub(super) fn string_arg(
     scope: &mut v8::HandleScope,
     args: &v8::FunctionCallbackArguments,
     i: i32,
@@ -113,7 +123,7 @@ fn string_arg(
     Some(value.to_rust_string_lossy(scope))
 }
 
-fn bytes_arg(
+pub(super) fn bytes_arg(
     scope: &mut v8::HandleScope,
     args: &v8::FunctionCallbackArguments,
     i: i32,
@@ -129,7 +139,10 @@ fn bytes_arg(
     bytes
 }
 
-fn new_string<'s>(scope: &mut v8::HandleScope<'s>, s: &str) -> Option<v8::Local<'s, v8::String>> {
+pub(super) fn new_string<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    s: &str,
+) -> Option<v8::Local<'s, v8::String>> {
     let out = v8::String::new(scope, s);
     if out.is_none() {
         let msg = "string is too long for the JS engine";
@@ -293,6 +306,119 @@ fn kv_entries(
     rv.set(v8::Array::new_with_elements(scope, &pairs).into());
 }
 
+fn kv_version_of_previous_write(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(map) = string_arg(scope, &args, 0, "map name") else {
+        return;
+    };
+    let Some(key) = bytes_arg(scope, &args, 1, "key") else {
+        return;
+    };
+    match with_tx(scope, |tx| Ok(tx.committed_version(&map, &key))) {
+        Some(Some(seqno)) => rv.set_double(seqno as f64),
+        Some(None) => rv.set_undefined(),
+        None => {}
+    }
+}
+
+pub(crate) fn throw_range_error(scope: &mut v8::HandleScope, message: &str) {
+    if let Some(msg) = v8::String::new(scope, message) {
+        let exception = v8::Exception::range_error(scope, msg);
+        scope.throw_exception(exception);
+    }
+}
+
+/// A transaction view or seqno: a non-negative integer (exact in a JS
+/// number, so at most 2^53).
+pub(super) fn u64_arg(
+    scope: &mut v8::HandleScope,
+    args: &v8::FunctionCallbackArguments,
+    i: i32,
+    what: &str,
+) -> Option<u64> {
+    let value = args.get(i);
+    // Only numbers: converting anything else could run the app's valueOf.
+    let n = if value.is_number() {
+        value.number_value(scope)
+    } else {
+        None
+    };
+    match n {
+        Some(n) if n.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&n) => {
+            Some(n as u64)
+        }
+        _ => {
+            throw_type_error(scope, &format!("{what} must be a non-negative integer"));
+            None
+        }
+    }
+}
+
+/// The consensus of the current request, or a thrown error.
+fn consensus(scope: &mut v8::HandleScope) -> Option<Arc<dyn ConsensusView>> {
+    let c = CONSENSUS.with(|c| c.borrow().clone());
+    if c.is_none() {
+        throw_error(
+            scope,
+            "ccf.consensus is not available: this JS engine is not attached to a node",
+        );
+    }
+    c
+}
+
+fn consensus_last_committed(
+    scope: &mut v8::HandleScope,
+    _args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(c) = consensus(scope) else {
+        return;
+    };
+    let (view, seqno) = c.last_committed();
+    let view = v8::Number::new(scope, view as f64);
+    let seqno = v8::Number::new(scope, seqno as f64);
+    rv.set(v8::Array::new_with_elements(scope, &[view.into(), seqno.into()]).into());
+}
+
+fn consensus_status(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(view) = u64_arg(scope, &args, 0, "view") else {
+        return;
+    };
+    let Some(seqno) = u64_arg(scope, &args, 1, "seqno") else {
+        return;
+    };
+    let Some(c) = consensus(scope) else {
+        return;
+    };
+    if let Some(s) = new_string(scope, c.status(view, seqno)) {
+        rv.set(s.into());
+    }
+}
+
+fn consensus_view_for_seqno(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    let Some(seqno) = u64_arg(scope, &args, 0, "seqno") else {
+        return;
+    };
+    let Some(c) = consensus(scope) else {
+        return;
+    };
+    match c.view_for_seqno(seqno) {
+        Some(view) => rv.set_double(view as f64),
+        None => rv.set_null(),
+    }
+}
+
 fn set_claims_digest(
     scope: &mut v8::HandleScope,
     args: v8::FunctionCallbackArguments,
@@ -342,5 +468,10 @@ pub(crate) fn natives<'s>(scope: &mut v8::HandleScope<'s>) -> Option<v8::Local<'
     add!("kvEntries", kv_entries);
     add!("log", log);
     add!("setClaimsDigest", set_claims_digest);
+    add!("kvVersionOfPreviousWrite", kv_version_of_previous_write);
+    add!("consensusLastCommitted", consensus_last_committed);
+    add!("consensusStatus", consensus_status);
+    add!("consensusViewForSeqno", consensus_view_for_seqno);
+    super::crypto_bindings::register(scope, obj)?;
     Some(obj)
 }

@@ -1,5 +1,6 @@
 //! The V8 engine: a pool of worker threads, each owning one isolate, fed by
-//! a channel from the async server.
+//! a channel from the async server. The node reaches it through
+//! [`crate::JsEngine`], which owns the limits and counters.
 //!
 //! Limits, per isolate:
 //! - heap: `heap_limits` at creation plus a near-heap-limit callback that
@@ -15,19 +16,21 @@
 //! request to the next.
 
 mod buffers;
+mod crypto_bindings;
 mod exec;
 mod host;
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
 use std::time::{Duration, Instant};
 
 use charter_ledger::Tx;
 
-use crate::api::{JsError, JsRequest, JsResponse, Limits};
-use crate::bundle::{AppBundle, EndpointDef};
+use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
+use crate::bundle::{AppBundle, EndpointDef, Engine};
+use crate::engine::Metrics;
 
 static V8_INIT: Once = Once::new();
 
@@ -59,37 +62,28 @@ struct Job {
     request: JsRequest,
     tx: Tx,
     reply: Reply,
-}
-
-/// Counters for `/node/js_metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub executions: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub heap_limit_hits: AtomicU64,
-    pub exceptions: AtomicU64,
-    pub isolates_created: AtomicU64,
+    consensus: Option<Arc<dyn ConsensusView>>,
 }
 
 /// Runs app endpoints on V8 worker threads.
-pub struct JsEngine {
+pub(crate) struct V8Engine {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    limits: Arc<RwLock<Limits>>,
-    metrics: Arc<Metrics>,
-    workers: usize,
 }
 
-impl JsEngine {
-    /// Starts `workers` threads, each with its own isolate.
-    pub fn new(workers: usize, limits: Limits) -> JsEngine {
-        init_v8(limits.max_stack_bytes);
+impl V8Engine {
+    /// Starts `workers` threads, each with its own isolate, under the
+    /// front's shared limits and counters.
+    pub(crate) fn new(
+        workers: usize,
+        limits: Arc<RwLock<Limits>>,
+        metrics: Arc<Metrics>,
+    ) -> V8Engine {
+        let stack_limit = limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20);
+        init_v8(stack_limit);
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
-        let limits = Arc::new(RwLock::new(limits));
-        let metrics = Arc::new(Metrics::default());
         let workers = workers.max(1);
-        let stack =
-            limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20) + STACK_MARGIN_BYTES;
+        let stack = stack_limit + STACK_MARGIN_BYTES;
         for i in 0..workers {
             let receiver = receiver.clone();
             let limits = limits.clone();
@@ -102,39 +96,20 @@ impl JsEngine {
                 tracing::error!("cannot start JS worker thread {i}: {e}");
             }
         }
-        JsEngine {
+        V8Engine {
             jobs: Mutex::new(Some(sender)),
-            limits,
-            metrics,
-            workers,
         }
-    }
-
-    pub fn workers(&self) -> usize {
-        self.workers
-    }
-
-    pub fn limits(&self) -> Limits {
-        *self.limits.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// New limits apply to the next execution on every worker.
-    pub fn set_limits(&self, limits: Limits) {
-        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = limits;
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`. On success the
     /// transaction comes back with the handler's reads and writes.
-    pub async fn execute(
+    pub(crate) async fn execute(
         &self,
         bundle: Arc<AppBundle>,
         endpoint: EndpointDef,
         request: JsRequest,
         tx: Tx,
+        consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job {
@@ -143,6 +118,7 @@ impl JsEngine {
             request,
             tx,
             reply,
+            consensus,
         };
         {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -159,7 +135,7 @@ impl JsEngine {
     }
 }
 
-impl Drop for JsEngine {
+impl Drop for V8Engine {
     fn drop(&mut self) {
         // Closing the channel ends every worker loop.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -357,6 +333,7 @@ fn worker_loop(
             worker = None;
         }
         let w = worker.get_or_insert_with(|| Worker::new(&limits, &metrics));
+        host::set_consensus(job.consensus);
         let (result, sound) = execute_one(
             w,
             &watchdog,
@@ -390,7 +367,6 @@ fn execute_one(
     request: &JsRequest,
     tx: Tx,
 ) -> (Result<(JsResponse, Tx), JsError>, bool) {
-    metrics.executions.fetch_add(1, Ordering::Relaxed);
     host::bind_tx(tx);
     w.isolate.cancel_terminate_execution();
     watchdog.arm(
@@ -443,20 +419,11 @@ fn execute_one(
             }
         }
     };
-    match &result {
-        Err(JsError::HeapLimit(_)) => {
-            metrics.heap_limit_hits.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(JsError::Timeout(_)) => {
-            metrics.timeouts.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(JsError::Exception(_)) => {
-            metrics.exceptions.fetch_add(1, Ordering::Relaxed);
-        }
-        _ => {}
-    }
+    metrics.record(Engine::V8, &result);
     (result, !heap_hit && !over_limit)
 }
 
+#[cfg(test)]
+mod crypto_tests;
 #[cfg(test)]
 mod tests;

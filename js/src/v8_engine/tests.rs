@@ -6,6 +6,7 @@ use std::sync::Arc;
 use charter_ledger::Store;
 
 use super::*;
+use crate::JsEngine;
 
 const M: &str = "public:m";
 

@@ -1,0 +1,465 @@
+//! One execution of an endpoint on a fresh QuickJS runtime: limits, the
+//! shared prelude, the app's modules, the handler, the response. The steps
+//! and the errors are those of `v8_engine/exec.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use charter_ledger::Tx;
+use rquickjs::function::Rest;
+use rquickjs::loader::{Loader, Resolver};
+use rquickjs::module::Declared;
+use rquickjs::promise::PromiseState;
+use rquickjs::{
+    qjs, Array, Context, Ctx, Exception, Function, Module, Object, Promise, Runtime, Value,
+};
+
+use super::host::{self, Shared, State};
+use crate::api::{JsError, JsRequest, JsResponse, Limits};
+use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
+
+/// Runs `endpoint` for `request` inside `tx` on a runtime of its own,
+/// bounded by `limits` (`stack` is the stack limit in bytes, already
+/// clamped to what the thread has). The runtime is gone when this returns.
+pub(super) fn run(
+    bundle: &Arc<AppBundle>,
+    endpoint: &EndpointDef,
+    request: &JsRequest,
+    tx: Tx,
+    limits: &Limits,
+    stack: usize,
+) -> Result<(JsResponse, Tx), JsError> {
+    let host: Shared = Rc::new(RefCell::new(State {
+        tx: Some(tx),
+        claims_digest: None,
+    }));
+    let outcome = run_fresh(&host, bundle, endpoint, request, limits, stack);
+    let (tx, claims_digest) = match host.try_borrow_mut() {
+        Ok(mut state) => (state.tx.take(), state.claims_digest.take()),
+        Err(_) => (None, None),
+    };
+    let response = outcome?;
+    let tx =
+        tx.ok_or_else(|| JsError::Internal("the transaction was lost during execution".into()))?;
+    Ok((
+        JsResponse {
+            claims_digest,
+            ..response
+        },
+        tx,
+    ))
+}
+
+fn run_fresh(
+    host: &Shared,
+    bundle: &Arc<AppBundle>,
+    endpoint: &EndpointDef,
+    request: &JsRequest,
+    limits: &Limits,
+    stack: usize,
+) -> Result<JsResponse, JsError> {
+    let rt = Runtime::new()
+        .map_err(|e| JsError::Internal(format!("cannot create a QuickJS runtime: {e}")))?;
+    // 0 would mean "no limit" to QuickJS.
+    rt.set_memory_limit(limits.max_heap_bytes.max(1));
+    rt.set_max_stack_size(stack);
+    rt.set_loader(
+        BundleResolver,
+        BundleLoader {
+            bundle: bundle.clone(),
+        },
+    );
+    let context = match Context::full(&rt) {
+        Ok(c) => c,
+        // Not even the intrinsics fit in the memory limit.
+        Err(_) => return Err(JsError::HeapLimit(limits.max_heap_bytes)),
+    };
+    // SAFETY: asks the live context for its runtime.
+    let raw_rt = context.with(|ctx| unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) });
+    let timed_out = Rc::new(Cell::new(false));
+    let out_of_memory = Rc::new(Cell::new(false));
+    {
+        let timed_out = timed_out.clone();
+        let out_of_memory = out_of_memory.clone();
+        // A budget too large to represent is no limit.
+        let deadline =
+            Instant::now().checked_add(Duration::from_millis(limits.max_execution_time_ms));
+        let probe = heap_probe_bytes(limits.max_heap_bytes);
+        // QuickJS polls this every few thousand operations; `true` throws
+        // an exception scripts cannot catch. It stops the script past the
+        // deadline, or once the heap is (nearly) full: QuickJS's own
+        // out-of-memory errors can be caught by scripts, V8's heap limit
+        // cannot, and this keeps the engines alike.
+        rt.set_interrupt_handler(Some(Box::new(move || {
+            if out_of_memory.get() || !heap_has_room(raw_rt, probe) {
+                out_of_memory.set(true);
+                return true;
+            }
+            let late = deadline.is_some_and(|d| Instant::now() >= d);
+            if late {
+                timed_out.set(true);
+            }
+            late
+        })));
+    }
+    let classify = Classify {
+        timed_out: &timed_out,
+        out_of_memory,
+        limits,
+    };
+    let result = context.with(|ctx| in_context(&ctx, host, bundle, endpoint, request, &classify));
+    // The runtime's objects hold clones of `host`: they go first.
+    drop(context);
+    drop(rt);
+    result
+}
+
+/// How close to the memory limit the heap counts as full: a sixteenth of
+/// the limit, between 64 KiB and 1 MiB. Larger than what a script
+/// allocates between two interrupt polls, so a heap filling up is seen
+/// before it runs out, even when QuickJS then has no room left for an
+/// error object (it throws `null`) and the script catches that.
+fn heap_probe_bytes(max_heap_bytes: usize) -> usize {
+    (max_heap_bytes / 16).clamp(64 * 1024, 1024 * 1024)
+}
+
+/// Whether the runtime could still allocate `probe` bytes: allocates them
+/// under the memory limit and frees them at once.
+fn heap_has_room(rt: *mut qjs::JSRuntime, probe: usize) -> bool {
+    // SAFETY: called by QuickJS from the interrupt handler of `rt`, which
+    // is alive; js_malloc_rt only accounts and allocates (no GC, no
+    // exception), and the block is freed right away.
+    unsafe {
+        let block = qjs::js_malloc_rt(rt, probe as qjs::size_t);
+        if block.is_null() {
+            return false;
+        }
+        qjs::js_free_rt(rt, block);
+    }
+    true
+}
+
+/// Imports resolve against the importing module's name, as on V8.
+struct BundleResolver;
+
+impl Resolver for BundleResolver {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+    ) -> rquickjs::Result<String> {
+        Ok(resolve_specifier(base, name))
+    }
+}
+
+/// Modules come from the app bundle only.
+struct BundleLoader {
+    bundle: Arc<AppBundle>,
+}
+
+impl Loader for BundleLoader {
+    fn load<'js>(&mut self, ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Module<'js, Declared>> {
+        match self.bundle.module(name) {
+            Some(source) => Module::declare(ctx.clone(), name, source),
+            None => Err(Exception::throw_message(
+                ctx,
+                &format!("no module named {name:?} in the app bundle"),
+            )),
+        }
+    }
+}
+
+const PRELUDE: &str = crate::PRELUDE;
+const QJS_PRELUDE: &str = include_str!("prelude.js");
+
+fn in_context<'js>(
+    ctx: &Ctx<'js>,
+    host: &Shared,
+    bundle: &AppBundle,
+    endpoint: &EndpointDef,
+    request: &JsRequest,
+    cl: &Classify<'_>,
+) -> Result<JsResponse, JsError> {
+    // The prelude: builds `ccf`, returns {makeRequest, toResponse}.
+    let setup = |what: &'static str| move |e| cl.internal(ctx, e, what);
+    // QuickJS-specific protection first (see qjs_engine/prelude.js).
+    let guard: Function = ctx
+        .eval(QJS_PRELUDE)
+        .map_err(setup("running the QuickJS prelude"))?;
+    let out_of_memory = cl.out_of_memory.clone();
+    let prepare = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+        host::prepare_stack_trace(ctx, args, &out_of_memory)
+    })
+    .map_err(setup("running the QuickJS prelude"))?;
+    guard
+        .call::<_, ()>((prepare,))
+        .map_err(setup("running the QuickJS prelude"))?;
+    let natives = host::natives(ctx, host).map_err(setup("installing the host API"))?;
+    let factory: Function = ctx.eval(PRELUDE).map_err(setup("running the prelude"))?;
+    let helpers: Object = factory
+        .call((natives,))
+        .map_err(setup("running the prelude"))?;
+    let make_request: Function = helpers
+        .get("makeRequest")
+        .map_err(setup("reading makeRequest"))?;
+    let to_response: Function = helpers
+        .get("toResponse")
+        .map_err(setup("reading toResponse"))?;
+
+    // The endpoint's module and its imports.
+    let handler = load_handler(ctx, bundle, endpoint, cl)?;
+
+    // The request object.
+    let meta = request.meta_json()?;
+    let body = host::array_buffer(ctx, &request.body).map_err(|e| cl.exception(ctx, e))?;
+    let js_request: Value = make_request
+        .call((meta, body))
+        .map_err(|e| cl.exception(ctx, e))?;
+
+    // The handler, and its promise if it is async.
+    let mut result: Value = handler
+        .call((js_request,))
+        .map_err(|e| cl.exception(ctx, e))?;
+    if let Some(promise) = result.as_promise().cloned() {
+        result = match settle(ctx, &promise) {
+            Settled::Fulfilled(value) => value,
+            Settled::Rejected(e) => return Err(cl.exception(ctx, e)),
+            Settled::Pending => {
+                return Err(cl.or_limit(JsError::BadResponse(
+                    "the handler's promise was still pending when the request ended (it awaits something that never settles)".into(),
+                )))
+            }
+        };
+    }
+
+    let response: Object = to_response
+        .call((result,))
+        .map_err(|e| cl.exception(ctx, e))?;
+    let response = read_response(ctx, &response, cl)?;
+    // The heap ran out and the script caught it before QuickJS could stop
+    // it: on V8 running out of heap cannot be caught, so neither can it be
+    // here.
+    if cl.out_of_memory.get() {
+        return Err(JsError::HeapLimit(cl.limits.max_heap_bytes));
+    }
+    Ok(response)
+}
+
+/// Reads the `{status, headers, body}` (or `{error}`) the prelude's
+/// `toResponse` made of the handler's answer.
+fn read_response<'js>(
+    ctx: &Ctx<'js>,
+    response: &Object<'js>,
+    cl: &Classify<'_>,
+) -> Result<JsResponse, JsError> {
+    let field = |name: &str| -> Result<Value<'js>, JsError> {
+        response.get(name).map_err(|e| cl.exception(ctx, e))
+    };
+    let error = field("error")?;
+    if !error.is_undefined() {
+        return Err(JsError::BadResponse(
+            host::to_text(ctx, &error).unwrap_or_default(),
+        ));
+    }
+    let status = field("status")?
+        .as_number()
+        .filter(|n| n.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(n))
+        .map(|n| n as u16)
+        .ok_or_else(|| JsError::BadResponse("status is not a number".into()))?;
+    let body = host::bytes_of(ctx, &field("body")?)
+        .ok_or_else(|| JsError::BadResponse("body did not convert to bytes".into()))?;
+    let headers_value = field("headers")?;
+    let headers_array = headers_value
+        .as_array()
+        .ok_or_else(|| JsError::Internal("toResponse returned no header list".into()))?;
+    let mut headers = Vec::with_capacity(headers_array.len());
+    for i in 0..headers_array.len() {
+        let pair: Value = headers_array.get(i).map_err(|e| cl.exception(ctx, e))?;
+        let pair: &Array = pair
+            .as_array()
+            .ok_or_else(|| JsError::Internal("malformed header pair".into()))?;
+        let part = |j: usize| -> Result<String, JsError> {
+            let v: Value = pair.get(j).map_err(|e| cl.exception(ctx, e))?;
+            Ok(host::to_text(ctx, &v).unwrap_or_default())
+        };
+        headers.push((part(0)?, part(1)?));
+    }
+    Ok(JsResponse {
+        status,
+        headers,
+        body,
+        claims_digest: None,
+        apply_writes: field("applyWrites")?.as_bool(),
+    })
+}
+
+/// Compiles and evaluates the endpoint's module graph and returns the
+/// exported handler function.
+fn load_handler<'js>(
+    ctx: &Ctx<'js>,
+    bundle: &AppBundle,
+    endpoint: &EndpointDef,
+    cl: &Classify<'_>,
+) -> Result<Function<'js>, JsError> {
+    let name = endpoint.js_module.as_str();
+    let module_error = |what: &'static str| {
+        move |e| match cl.exception(ctx, e) {
+            JsError::Exception(detail) => {
+                JsError::Module(format!("module {name}: {what}: {detail}"))
+            }
+            other => other,
+        }
+    };
+    let declared = match bundle.module(name) {
+        Some(source) => {
+            Module::declare(ctx.clone(), name, source).map_err(module_error("cannot compile"))?
+        }
+        None => {
+            return Err(JsError::Module(format!(
+                "module {name}: cannot compile: no module named {name:?} in the app bundle"
+            )))
+        }
+    };
+    let (module, evaluation) = declared.eval().map_err(module_error("cannot link"))?;
+    match settle(ctx, &evaluation) {
+        Settled::Fulfilled(_) => {}
+        Settled::Rejected(e) => return Err(module_error("top-level code threw")(e)),
+        // A top-level await that never settles: V8 goes on with the
+        // exports it has, and so do we (unless a limit ended the jobs).
+        Settled::Pending => {
+            if let Some(limit) = cl.limit() {
+                return Err(limit);
+            }
+        }
+    }
+    let namespace = module.namespace().map_err(module_error("cannot link"))?;
+    let export: Value = namespace
+        .get(endpoint.js_function.as_str())
+        .map_err(module_error("cannot read its exports"))?;
+    export.into_function().ok_or_else(|| {
+        JsError::Module(format!(
+            "module {name} does not export a function named {:?}",
+            endpoint.js_function
+        ))
+    })
+}
+
+enum Settled<'js> {
+    Fulfilled(Value<'js>),
+    /// The reason is the pending exception ([`rquickjs::Error::Exception`]).
+    Rejected(rquickjs::Error),
+    /// Still pending with no job left to run.
+    Pending,
+}
+
+/// Runs queued jobs (microtasks) until `promise` settles or none is left.
+fn settle<'js>(ctx: &Ctx<'js>, promise: &Promise<'js>) -> Settled<'js> {
+    loop {
+        match promise.state() {
+            PromiseState::Pending => {
+                if !ctx.execute_pending_job() {
+                    return Settled::Pending;
+                }
+            }
+            PromiseState::Resolved | PromiseState::Rejected => {
+                return match promise.result::<Value>() {
+                    Some(Ok(value)) => Settled::Fulfilled(value),
+                    Some(Err(e)) => Settled::Rejected(e),
+                    None => Settled::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// Longest exception text kept, as on V8.
+const MAX_EXCEPTION_TEXT: usize = 4096;
+
+/// Turns a failed QuickJS call into a [`JsError`]: a limit that was hit
+/// wins over whatever exception the script saw.
+pub(super) struct Classify<'a> {
+    timed_out: &'a Cell<bool>,
+    /// Set when QuickJS threw its out-of-memory error.
+    out_of_memory: Rc<Cell<bool>>,
+    limits: &'a Limits,
+}
+
+impl Classify<'_> {
+    /// The limit that ended the execution, if one did.
+    fn limit(&self) -> Option<JsError> {
+        if self.out_of_memory.get() {
+            Some(JsError::HeapLimit(self.limits.max_heap_bytes))
+        } else if self.timed_out.get() {
+            Some(JsError::Timeout(self.limits.max_execution_time_ms))
+        } else {
+            None
+        }
+    }
+
+    fn or_limit(&self, otherwise: JsError) -> JsError {
+        self.limit().unwrap_or(otherwise)
+    }
+
+    /// What a call that failed with `err` means: a limit, or the script's
+    /// exception as `String(exception)` (V8's wording for the same value).
+    fn exception<'js>(&self, ctx: &Ctx<'js>, err: rquickjs::Error) -> JsError {
+        if let Some(limit) = self.limit() {
+            let _ = ctx.catch();
+            return limit;
+        }
+        match err {
+            rquickjs::Error::Exception => {}
+            rquickjs::Error::Allocation => return JsError::HeapLimit(self.limits.max_heap_bytes),
+            other => return JsError::Exception(other.to_string()),
+        }
+        let thrown = ctx.catch();
+        if host::is_out_of_memory_error(ctx, &thrown)
+            || (thrown.is_null() && self.heap_was_full(ctx))
+        {
+            return JsError::HeapLimit(self.limits.max_heap_bytes);
+        }
+        JsError::Exception(describe(ctx, &thrown))
+    }
+
+    /// Whether the heap was full when the script failed. QuickJS throws
+    /// `null` when it cannot even allocate its out-of-memory error; a
+    /// script may also throw `null` itself. The two are told apart by the
+    /// garbage collector's threshold, which QuickJS sets to 1.5 times the
+    /// live heap after each collection: a heap that filled up has it past
+    /// half the limit (collections run all the way up), while a script
+    /// that throws `null` with little memory in use has it far below.
+    fn heap_was_full<'js>(&self, ctx: &Ctx<'js>) -> bool {
+        // SAFETY: reads a field of this context's live runtime.
+        let threshold = unsafe {
+            rquickjs::qjs::JS_GetGCThreshold(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr()))
+        };
+        usize::try_from(threshold).unwrap_or(usize::MAX) >= self.limits.max_heap_bytes / 2
+    }
+
+    /// A failure while setting up (host API, prelude): a limit, or a bug.
+    fn internal<'js>(&self, ctx: &Ctx<'js>, err: rquickjs::Error, what: &str) -> JsError {
+        match self.exception(ctx, err) {
+            JsError::Exception(detail) => JsError::Internal(format!("{what}: {detail}")),
+            other => other,
+        }
+    }
+}
+
+/// `String(value)`, cut at [`MAX_EXCEPTION_TEXT`] bytes, as V8 reports it.
+fn describe<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> String {
+    let Some(mut text) = host::to_text(ctx, value) else {
+        return "<exception that cannot be converted to a string>".to_string();
+    };
+    if text.len() > MAX_EXCEPTION_TEXT {
+        let mut cut = MAX_EXCEPTION_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}

@@ -1,0 +1,178 @@
+//! The QuickJS engine (crate `rquickjs`, the same QuickJS-ng governance
+//! uses): a pool of worker threads fed by a channel from the async server,
+//! each request on a fresh QuickJS runtime and context, so nothing of one
+//! request is visible to the next. The node reaches it through
+//! [`crate::JsEngine`], for apps whose `app.json` says
+//! `"engine": "quickjs"`.
+//!
+//! Limits, per runtime, from the same [`Limits`] as V8:
+//! - heap: QuickJS's memory limit, which counts every allocation of the
+//!   runtime, ArrayBuffers included. Running out throws QuickJS's
+//!   `InternalError: out of memory`, reported as `JSHeapLimitExceeded`;
+//! - stack: QuickJS's stack limit, clamped to
+//!   [`MIN_STACK_BYTES`]..=the worker thread's capacity (whose real stack
+//!   is larger still by a margin), so deep recursion is a catchable
+//!   `RangeError`;
+//! - time: an interrupt handler stops the script once the request's
+//!   deadline has passed, with an exception it cannot catch.
+//!
+//! The `ccf` API is the shared prelude (`prelude.js`) on top of the host
+//! functions in `host.rs`; one execution is `exec.rs`.
+
+mod exec;
+mod host;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+
+use charter_ledger::Tx;
+
+use crate::api::{JsError, JsRequest, JsResponse, Limits};
+use crate::bundle::{AppBundle, EndpointDef, Engine};
+use crate::engine::Metrics;
+
+/// The smallest stack limit QuickJS gets, whatever the limits say (0 would
+/// mean "no limit" to QuickJS). V8 has the same floor (64 KiB).
+pub const MIN_STACK_BYTES: usize = 64 * 1024;
+/// Stack limits up to this are honoured without restarting workers: the
+/// worker threads are made with at least this much stack (it is only
+/// reserved address space until used).
+pub const DEFAULT_STACK_CAPACITY_BYTES: usize = 8 * 1024 * 1024;
+/// Real stack each worker has beyond its capacity, for the Rust and C
+/// frames around the interpreter and between its stack checks.
+const STACK_MARGIN_BYTES: usize = 4 * 1024 * 1024;
+
+type Reply = tokio::sync::oneshot::Sender<Result<(JsResponse, Tx), JsError>>;
+
+struct Job {
+    bundle: Arc<AppBundle>,
+    endpoint: EndpointDef,
+    request: JsRequest,
+    tx: Tx,
+    reply: Reply,
+}
+
+/// Runs app endpoints on QuickJS worker threads.
+pub(crate) struct QjsEngine {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl QjsEngine {
+    /// Starts `workers` threads under the front's shared limits and
+    /// counters.
+    pub(crate) fn new(
+        workers: usize,
+        limits: Arc<RwLock<Limits>>,
+        metrics: Arc<Metrics>,
+    ) -> QjsEngine {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let initial = limits
+            .read()
+            .map(|l| l.max_stack_bytes)
+            .unwrap_or(DEFAULT_STACK_CAPACITY_BYTES);
+        let capacity = initial.max(DEFAULT_STACK_CAPACITY_BYTES);
+        for i in 0..workers.max(1) {
+            let receiver = receiver.clone();
+            let limits = limits.clone();
+            let metrics = metrics.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("qjs-worker-{i}"))
+                .stack_size(capacity.saturating_add(STACK_MARGIN_BYTES))
+                .spawn(move || worker_loop(receiver, limits, metrics, capacity));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start QuickJS worker thread {i}: {e}");
+            }
+        }
+        QjsEngine {
+            jobs: Mutex::new(Some(sender)),
+        }
+    }
+
+    /// Runs `endpoint`'s function for `request` inside `tx`. On success the
+    /// transaction comes back with the handler's reads and writes.
+    pub(crate) async fn execute(
+        &self,
+        bundle: Arc<AppBundle>,
+        endpoint: EndpointDef,
+        request: JsRequest,
+        tx: Tx,
+    ) -> Result<(JsResponse, Tx), JsError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            bundle,
+            endpoint,
+            request,
+            tx,
+            reply,
+        };
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(sender) = jobs.as_ref() else {
+                return Err(JsError::Internal("the JS engine is shut down".into()));
+            };
+            sender
+                .send(job)
+                .map_err(|_| JsError::Internal("no QuickJS worker is running".into()))?;
+        }
+        answer.await.map_err(|_| {
+            JsError::Internal("the QuickJS worker stopped while handling the request".into())
+        })?
+    }
+}
+
+impl Drop for QjsEngine {
+    fn drop(&mut self) {
+        // Closing the channel ends every worker loop.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+fn worker_loop(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    limits: Arc<RwLock<Limits>>,
+    metrics: Arc<Metrics>,
+    capacity: usize,
+) {
+    let mut warned_stack = 0;
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
+        if limits.max_stack_bytes > capacity && warned_stack != limits.max_stack_bytes {
+            warned_stack = limits.max_stack_bytes;
+            tracing::warn!(
+                "max_stack_bytes {} is more than the QuickJS workers' stack of {capacity} bytes; \
+                 QuickJS uses {capacity} (restart the node to raise it)",
+                limits.max_stack_bytes
+            );
+        }
+        let stack = limits.max_stack_bytes.clamp(MIN_STACK_BYTES, capacity);
+        metrics
+            .quickjs_runtimes_created
+            .fetch_add(1, Ordering::Relaxed);
+        let Job {
+            bundle,
+            endpoint,
+            request,
+            tx,
+            reply,
+        } = job;
+        // A panic (a bug in the engine or the bindings) fails this request
+        // only; the worker goes on.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            exec::run(&bundle, &endpoint, &request, tx, &limits, stack)
+        }))
+        .unwrap_or_else(|_| Err(JsError::Internal("the QuickJS engine panicked".into())));
+        metrics.record(Engine::QuickJs, &result);
+        // The caller may have given up (client gone): nothing to do then.
+        let _ = reply.send(result);
+    }
+}

@@ -1,0 +1,4 @@
+throw new Error("thrown while loading");
+export function main() {
+  return {};
+}
