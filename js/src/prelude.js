@@ -127,30 +127,41 @@
     configurable: true,
   });
   globalThis.Date = DateProxy;
-  if (typeof Intl === "object" && Intl !== null && typeof Intl.DateTimeFormat === "function") {
-    const proto = Intl.DateTimeFormat.prototype;
-    const format = getOwnPropertyDescriptor(proto, "format");
-    if (format && typeof format.get === "function") {
-      const getFormat = format.get;
-      defineProperty(proto, "format", {
-        configurable: true,
-        get() {
-          const f = apply(getFormat, this, []);
-          return (date) => f(date === undefined ? clockNow() : date);
-        },
-      });
-    }
-    const realFormatToParts = proto.formatToParts;
-    if (typeof realFormatToParts === "function") {
-      defineProperty(proto, "formatToParts", {
-        configurable: true,
+  // Locale-dependent formatting: V8 here has no ICU locale data, and some
+  // of it (Intl.DateTimeFormat, Intl.Segmenter, Date's toLocale*String)
+  // aborts the whole process instead of throwing. It is also not
+  // deterministic across nodes, and QuickJS has none of it. So `Intl` is
+  // removed and the toLocale* methods and localeCompare behave the same,
+  // locale-free way on both engines: toLocale*String as the plain
+  // toString forms, localeCompare by UTF-16 code units.
+  delete globalThis.Intl;
+  const plain = (proto, name, of) => {
+    if (typeof proto[name] === "function") {
+      defineProperty(proto, name, {
+        value: {
+          [name]() {
+            return of.call(this);
+          },
+        }[name],
         writable: true,
-        value: function formatToParts(date) {
-          return apply(realFormatToParts, this, [date === undefined ? clockNow() : date]);
-        },
+        configurable: true,
       });
     }
-  }
+  };
+  plain(RealDate.prototype, "toLocaleString", RealDate.prototype.toString);
+  plain(RealDate.prototype, "toLocaleDateString", RealDate.prototype.toDateString);
+  plain(RealDate.prototype, "toLocaleTimeString", RealDate.prototype.toTimeString);
+  plain(Number.prototype, "toLocaleString", Number.prototype.toString);
+  if (typeof BigInt === "function") plain(BigInt.prototype, "toLocaleString", BigInt.prototype.toString);
+  defineProperty(String.prototype, "localeCompare", {
+    value: function localeCompare(that) {
+      const a = String(this);
+      const b = String(that);
+      return a < b ? -1 : a > b ? 1 : 0;
+    },
+    writable: true,
+    configurable: true,
+  });
 
   // ccf.rpc.setApplyWrites: undefined (not called) leaves the decision to
   // the status code; toResponse hands it to the engine.

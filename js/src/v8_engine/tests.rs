@@ -397,3 +397,29 @@ async fn read_only_transactions_refuse_writes_from_js() {
         .await;
     assert!(matches!(r, Err(JsError::Exception(m)) if m.contains("read-only")));
 }
+
+/// V8 here has no ICU locale data: some locale APIs would abort the
+/// process. They are replaced by locale-free forms (the same on QuickJS).
+#[tokio::test]
+async fn locale_apis_are_locale_free_and_never_abort() {
+    let fx = Fixture::new();
+    let b = bundle(
+        r#"export function main() {
+            return { body: {
+                intl: typeof Intl,
+                date: new Date(0).toLocaleString() === new Date(0).toString(),
+                day: new Date(0).toLocaleDateString() === new Date(0).toDateString(),
+                time: new Date(0).toLocaleTimeString() === new Date(0).toTimeString(),
+                num: (1234.5).toLocaleString(),
+                arr: [1, 2].toLocaleString(),
+                cmp: ["b", "a", "c"].sort((x, y) => x.localeCompare(y)).join(""),
+            } };
+        }"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(&fx.body(&b, "main").await).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"intl": "undefined", "date": true, "day": true, "time": true,
+            "num": "1234.5", "arr": "1,2", "cmp": "abc"})
+    );
+}
