@@ -80,12 +80,11 @@ fn run_fresh(
     let raw_rt = context.with(|ctx| unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) });
     let timed_out = Rc::new(Cell::new(false));
     let out_of_memory = Rc::new(Cell::new(false));
+    // A budget too large to represent is no limit.
+    let deadline = Instant::now().checked_add(Duration::from_millis(limits.max_execution_time_ms));
     {
         let timed_out = timed_out.clone();
         let out_of_memory = out_of_memory.clone();
-        // A budget too large to represent is no limit.
-        let deadline =
-            Instant::now().checked_add(Duration::from_millis(limits.max_execution_time_ms));
         let probe = heap_probe_bytes(limits.max_heap_bytes);
         // QuickJS polls this every few thousand operations; `true` throws
         // an exception scripts cannot catch. It stops the script past the
@@ -107,6 +106,7 @@ fn run_fresh(
     let classify = Classify {
         timed_out: &timed_out,
         out_of_memory,
+        deadline,
         limits,
     };
     let result = context.with(|ctx| in_context(&ctx, host, bundle, endpoint, request, &classify));
@@ -244,6 +244,12 @@ fn in_context<'js>(
     // here.
     if cl.out_of_memory.get() {
         return Err(JsError::HeapLimit(cl.limits.max_heap_bytes));
+    }
+    // A builtin that does not poll the interrupt handler (QuickJS's regular
+    // expressions) can run past the deadline and finish: the answer is
+    // still late.
+    if cl.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(JsError::Timeout(cl.limits.max_execution_time_ms));
     }
     Ok(response)
 }
@@ -384,6 +390,7 @@ pub(super) struct Classify<'a> {
     timed_out: &'a Cell<bool>,
     /// Set when QuickJS threw its out-of-memory error.
     out_of_memory: Rc<Cell<bool>>,
+    deadline: Option<Instant>,
     limits: &'a Limits,
 }
 

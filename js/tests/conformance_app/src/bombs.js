@@ -18,6 +18,9 @@ export function bomb(request) {
           // keep going
         }
       }
+    case "regex":
+      // Catastrophic backtracking: 2^25 steps.
+      return { body: /(a+)+$/.test("a".repeat(25) + "b") };
     case "heap": {
       const a = [];
       for (;;) a.push(new Array(1000).fill("x" + a.length));
