@@ -175,10 +175,13 @@ impl JsEngine {
                     .await
             }
             Engine::QuickJs => {
+                let consensus = self.consensus();
                 let quickjs = self.quickjs.get_or_init(|| {
                     QjsEngine::new(self.workers, self.limits.clone(), self.metrics.clone())
                 });
-                quickjs.execute(bundle, endpoint, request, tx).await
+                quickjs
+                    .execute(bundle, endpoint, request, tx, consensus)
+                    .await
             }
         }
     }

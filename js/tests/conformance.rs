@@ -799,3 +799,151 @@ async fn an_unknown_engine_is_a_bundle_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn crypto_is_the_same_on_both() {
+    let suite = Suite::new();
+    let body = json_body(suite.same("/crypto", "").await);
+    assert_eq!(
+        body,
+        json!({
+            "digest": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "digestView": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "ed": ["string", "-----BEGIN PUBLIC KEY-----", 64, true, false, false],
+            "ec": [64, true, true, false, false],
+            "aes": [16, 24, 32],
+            // RFC 5649 section 6: the fixed key wraps to the same bytes.
+            "wrapped": "afbeb0f07dfbf5419200f2ccb50bb24f",
+            "unwrapped": "466f7250617369",
+            "bundle": [true, true, false, false, false],
+            "certJwkX": "ExdFjA9FTVxY7csjteasYQ9HwU4A4kwf19ZGqH7ADsc",
+            "jwk": [["crv", "kid", "kty", "x", "y"], "EC", "P-256", "k1", 43, 43, true, false],
+        })
+    );
+}
+
+#[tokio::test]
+async fn crypto_errors_are_the_same_on_both() {
+    let suite = Suite::new();
+    // `same` compares the bodies in full: every error's type and message.
+    let body = json_body(suite.same("/crypto/errors", "").await);
+    let got: Vec<&str> = body
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_str().unwrap_or("<not a string>"))
+        .collect();
+    let expected = [
+        "RangeError: invalid PEM",
+        "RangeError: expected a private key PEM, got a PUBLIC KEY",
+        "RangeError: EdDSA needs an Ed25519 key, got an EC P-256 key",
+        "RangeError: unsupported signing algorithm \"RSASSA-PKCS1-v1_5\"",
+        "TypeError: algorithm.name must be a string",
+        "TypeError: algorithm.hash must be a string",
+        "TypeError: ccf.crypto.sign: the algorithm must be an object",
+        "TypeError: the private key (PEM) must be a string",
+        "TypeError: data must be an ArrayBuffer",
+        "TypeError: signature must be an ArrayBuffer",
+        "RangeError: unsupported digest algorithm \"MD5\"",
+        "TypeError: the digest algorithm must be a string",
+        "RangeError: invalid AES key size 100",
+        "RangeError: invalid AES key size 128.5",
+        "RangeError: invalid AES key size -1",
+        "RangeError: invalid AES key size NaN",
+        "TypeError: the AES key size must be a number",
+        "TypeError: the AES key size must be a number",
+        "RangeError: unsupported key wrapping algorithm \"RSA-OAEP\", supported: AES-KWP",
+        "RangeError: an AES-KWP wrapping key is 128, 192 or 256 bits, got 40",
+        "TypeError: key must be an ArrayBuffer",
+        "RangeError: AES-KWP unwrap failed",
+        "RangeError: unsupported curve \"secp384r1\"",
+        "TypeError: the curve must be a string",
+        "RangeError: expected a private key PEM",
+        "RangeError: ccf.crypto.pubEddsaPemToJwk needs an Ed25519 key",
+        "TypeError: kid must be a string",
+        "true",
+        "TypeError: the certificate bundle (PEM) must be a string",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (got, want) in got.iter().zip(expected) {
+        assert!(got.starts_with(want), "got {got:?}, want {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn get_version_of_previous_write_is_the_same_on_both() {
+    let suite = Suite::new();
+    let mut seed = WriteSet::default();
+    seed.put("public:conformance.versions", b"seeded", b"old");
+    suite.store.apply(7, &seed);
+    let (resp, writes) = suite.same("/kv/version", "").await.expect("answers");
+    let body: Json = serde_json::from_slice(&resp.body).expect("JSON");
+    assert_eq!(
+        body,
+        json!({
+            "seeded": 7,
+            "afterOwnWrite": 7,
+            "view": 7,
+            "missing": "undefined",
+            "otherMap": "undefined",
+            "badKey": "TypeError: key must be an ArrayBuffer (use ccf.strToBuf or ccf.jsonCompatibleToBuf)",
+        })
+    );
+    assert_eq!(
+        writes.maps["public:conformance.versions"].writes[&b"seeded".to_vec()],
+        Some(b"new".to_vec())
+    );
+}
+
+/// A node's consensus, reduced to fixed answers.
+struct FakeConsensus;
+
+impl charter_js::ConsensusView for FakeConsensus {
+    fn last_committed(&self) -> (u64, u64) {
+        (2, 10)
+    }
+    fn status(&self, view: u64, seqno: u64) -> &'static str {
+        match (view, seqno) {
+            (2, s) if s <= 10 => "Committed",
+            (2, _) => "Unknown",
+            _ => "Invalid",
+        }
+    }
+    fn view_for_seqno(&self, seqno: u64) -> Option<u64> {
+        (seqno <= 10).then_some(2)
+    }
+}
+
+#[tokio::test]
+async fn consensus_is_the_same_on_both() {
+    let not_integer = |what: &str| format!("TypeError: {what} must be a non-negative integer");
+    let arg_errors = [
+        not_integer("view"),
+        not_integer("seqno"),
+        not_integer("seqno"),
+        not_integer("seqno"),
+    ];
+
+    // No ConsensusView: the same "not available" error on both engines
+    // (argument errors come first, as on V8).
+    let suite = Suite::new();
+    let body = json_body(suite.same("/consensus", "").await);
+    let na = "Error: ccf.consensus is not available: this JS engine is not attached to a node";
+    let mut expected = vec![json!(na); 5];
+    expected.extend(arg_errors.iter().map(|e| json!(e)));
+    assert_eq!(body, Json::Array(expected));
+
+    // A node's ConsensusView: the same answers on both engines.
+    let suite = Suite::new();
+    suite.engine.set_consensus(Arc::new(FakeConsensus));
+    let body = json_body(suite.same("/consensus", "").await);
+    let mut expected = vec![
+        json!({"view": 2, "seqno": 10}),
+        json!("Committed"),
+        json!("Unknown"),
+        json!(2),
+        Json::Null,
+    ];
+    expected.extend(arg_errors.iter().map(|e| json!(e)));
+    assert_eq!(body, Json::Array(expected));
+}

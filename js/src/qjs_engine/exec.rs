@@ -17,7 +17,7 @@ use rquickjs::{
 };
 
 use super::host::{self, Shared, State};
-use crate::api::{JsError, JsRequest, JsResponse, Limits};
+use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
 
 /// Runs `endpoint` for `request` inside `tx` on a runtime of its own,
@@ -28,12 +28,14 @@ pub(super) fn run(
     endpoint: &EndpointDef,
     request: &JsRequest,
     tx: Tx,
+    consensus: Option<Arc<dyn ConsensusView>>,
     limits: &Limits,
     stack: usize,
 ) -> Result<(JsResponse, Tx), JsError> {
     let host: Shared = Rc::new(RefCell::new(State {
         tx: Some(tx),
         claims_digest: None,
+        consensus,
     }));
     let outcome = run_fresh(&host, bundle, endpoint, request, limits, stack);
     let (tx, claims_digest) = match host.try_borrow_mut() {

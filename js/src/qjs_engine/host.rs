@@ -1,6 +1,6 @@
 //! The host functions behind the `ccf` global on QuickJS: KV access bound
 //! to the current transaction, buffer conversions, the claims digest,
-//! logging.
+//! `ccf.consensus`, logging (`ccf.crypto` is in `crypto_bindings.rs`).
 //!
 //! They mirror `v8_engine/host.rs` one for one (names, arguments, results,
 //! error types and messages), so the shared prelude behaves the same on
@@ -14,10 +14,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use charter_ledger::Tx;
 use rquickjs::function::Rest;
 use rquickjs::{qjs, Array, ArrayBuffer, Coerced, Ctx, Exception, Function, Object, Value};
+
+use crate::api::ConsensusView;
 
 /// What the host functions of one execution share.
 #[derive(Default)]
@@ -26,13 +29,15 @@ pub(super) struct State {
     pub(super) tx: Option<Tx>,
     /// Set by `ccf.rpc.setClaimsDigest`.
     pub(super) claims_digest: Option<[u8; 32]>,
+    /// What `ccf.consensus` reads, if the node set it.
+    pub(super) consensus: Option<Arc<dyn ConsensusView>>,
 }
 
 pub(super) type Shared = Rc<RefCell<State>>;
 
-type Args<'js> = Rest<Value<'js>>;
+pub(super) type Args<'js> = Rest<Value<'js>>;
 
-fn arg<'js>(ctx: &Ctx<'js>, args: &Args<'js>, i: usize) -> Value<'js> {
+pub(super) fn arg<'js>(ctx: &Ctx<'js>, args: &Args<'js>, i: usize) -> Value<'js> {
     args.0
         .get(i)
         .cloned()
@@ -157,7 +162,11 @@ pub(super) fn array_buffer<'js>(ctx: &Ctx<'js>, bytes: &[u8]) -> rquickjs::Resul
     Ok(ArrayBuffer::new_copy(ctx.clone(), bytes)?.into_value())
 }
 
-fn string_arg<'js>(ctx: &Ctx<'js>, value: &Value<'js>, what: &str) -> rquickjs::Result<String> {
+pub(super) fn string_arg<'js>(
+    ctx: &Ctx<'js>,
+    value: &Value<'js>,
+    what: &str,
+) -> rquickjs::Result<String> {
     match value.as_string() {
         Some(s) => lossy(ctx, s),
         None => Err(Exception::throw_type(
@@ -167,7 +176,11 @@ fn string_arg<'js>(ctx: &Ctx<'js>, value: &Value<'js>, what: &str) -> rquickjs::
     }
 }
 
-fn bytes_arg<'js>(ctx: &Ctx<'js>, value: &Value<'js>, what: &str) -> rquickjs::Result<Vec<u8>> {
+pub(super) fn bytes_arg<'js>(
+    ctx: &Ctx<'js>,
+    value: &Value<'js>,
+    what: &str,
+) -> rquickjs::Result<Vec<u8>> {
     bytes_of(ctx, value).ok_or_else(|| {
         Exception::throw_type(
             ctx,
@@ -255,6 +268,80 @@ fn kv_entries<'js>(ctx: Ctx<'js>, host: &Shared, args: Args<'js>) -> rquickjs::R
         out.set(i, pair)?;
     }
     Ok(out)
+}
+
+fn kv_version_of_previous_write<'js>(
+    ctx: Ctx<'js>,
+    host: &Shared,
+    args: Args<'js>,
+) -> rquickjs::Result<Value<'js>> {
+    let map = string_arg(&ctx, &arg(&ctx, &args, 0), "map name")?;
+    let key = bytes_arg(&ctx, &arg(&ctx, &args, 1), "key")?;
+    match with_tx(&ctx, host, |tx| Ok(tx.committed_version(&map, &key)))? {
+        Some(seqno) => Ok(Value::new_float(ctx.clone(), seqno as f64)),
+        None => Ok(Value::new_undefined(ctx.clone())),
+    }
+}
+
+/// A transaction view or seqno: a non-negative integer (exact in a JS
+/// number, so at most 2^53).
+fn u64_arg<'js>(ctx: &Ctx<'js>, value: &Value<'js>, what: &str) -> rquickjs::Result<u64> {
+    // Only numbers: converting anything else could run the app's valueOf.
+    match value.as_number() {
+        Some(n) if n.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&n) => Ok(n as u64),
+        _ => Err(Exception::throw_type(
+            ctx,
+            &format!("{what} must be a non-negative integer"),
+        )),
+    }
+}
+
+/// The consensus of the current request, or a thrown error.
+fn consensus(ctx: &Ctx<'_>, host: &Shared) -> rquickjs::Result<Arc<dyn ConsensusView>> {
+    let c = host.try_borrow().ok().and_then(|s| s.consensus.clone());
+    c.ok_or_else(|| {
+        Exception::throw_message(
+            ctx,
+            "ccf.consensus is not available: this JS engine is not attached to a node",
+        )
+    })
+}
+
+fn consensus_last_committed<'js>(
+    ctx: Ctx<'js>,
+    host: &Shared,
+    _args: Args<'js>,
+) -> rquickjs::Result<Array<'js>> {
+    let c = consensus(&ctx, host)?;
+    let (view, seqno) = c.last_committed();
+    let out = Array::new(ctx.clone())?;
+    out.set(0, view as f64)?;
+    out.set(1, seqno as f64)?;
+    Ok(out)
+}
+
+fn consensus_status<'js>(
+    ctx: Ctx<'js>,
+    host: &Shared,
+    args: Args<'js>,
+) -> rquickjs::Result<String> {
+    let view = u64_arg(&ctx, &arg(&ctx, &args, 0), "view")?;
+    let seqno = u64_arg(&ctx, &arg(&ctx, &args, 1), "seqno")?;
+    let c = consensus(&ctx, host)?;
+    Ok(c.status(view, seqno).to_string())
+}
+
+fn consensus_view_for_seqno<'js>(
+    ctx: Ctx<'js>,
+    host: &Shared,
+    args: Args<'js>,
+) -> rquickjs::Result<Value<'js>> {
+    let seqno = u64_arg(&ctx, &arg(&ctx, &args, 0), "seqno")?;
+    let c = consensus(&ctx, host)?;
+    Ok(match c.view_for_seqno(seqno) {
+        Some(view) => Value::new_float(ctx.clone(), view as f64),
+        None => Value::new_null(ctx.clone()),
+    })
 }
 
 fn set_claims_digest<'js>(ctx: Ctx<'js>, host: &Shared, args: Args<'js>) -> rquickjs::Result<()> {
@@ -464,6 +551,11 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<Ob
     with_host!("kvSize", kv_size);
     with_host!("kvEntries", kv_entries);
     with_host!("setClaimsDigest", set_claims_digest);
+    with_host!("kvVersionOfPreviousWrite", kv_version_of_previous_write);
+    with_host!("consensusLastCommitted", consensus_last_committed);
+    with_host!("consensusStatus", consensus_status);
+    with_host!("consensusViewForSeqno", consensus_view_for_seqno);
+    super::crypto_bindings::register(ctx, &native)?;
     Ok(native)
 }
 

@@ -19,6 +19,7 @@
 //! The `ccf` API is the shared prelude (`prelude.js`) on top of the host
 //! functions in `host.rs`; one execution is `exec.rs`.
 
+mod crypto_bindings;
 mod exec;
 mod host;
 
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use charter_ledger::Tx;
 
-use crate::api::{JsError, JsRequest, JsResponse, Limits};
+use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{AppBundle, EndpointDef, Engine};
 use crate::engine::Metrics;
 
@@ -51,6 +52,8 @@ struct Job {
     endpoint: EndpointDef,
     request: JsRequest,
     tx: Tx,
+    /// What `ccf.consensus` reads during this execution.
+    consensus: Option<Arc<dyn ConsensusView>>,
     reply: Reply,
 }
 
@@ -99,6 +102,7 @@ impl QjsEngine {
         endpoint: EndpointDef,
         request: JsRequest,
         tx: Tx,
+        consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Job {
@@ -106,6 +110,7 @@ impl QjsEngine {
             endpoint,
             request,
             tx,
+            consensus,
             reply,
         };
         {
@@ -163,12 +168,13 @@ fn worker_loop(
             endpoint,
             request,
             tx,
+            consensus,
             reply,
         } = job;
         // A panic (a bug in the engine or the bindings) fails this request
         // only; the worker goes on.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            exec::run(&bundle, &endpoint, &request, tx, &limits, stack)
+            exec::run(&bundle, &endpoint, &request, tx, consensus, &limits, stack)
         }))
         .unwrap_or_else(|_| Err(JsError::Internal("the QuickJS engine panicked".into())));
         metrics.record(Engine::QuickJs, &result);
