@@ -21,6 +21,7 @@ pub mod api;
 pub mod bundle;
 pub mod crypto;
 pub mod engine;
+mod jobs;
 pub mod qjs_engine;
 pub mod v8_engine;
 

@@ -25,14 +25,14 @@ mod host;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use charter_ledger::Tx;
 
 use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{AppBundle, EndpointDef, Engine};
 use crate::engine::Metrics;
+use crate::jobs::{Job, JobQueue, Jobs};
 
 /// The smallest stack limit QuickJS gets, whatever the limits say (0 would
 /// mean "no limit" to QuickJS). V8 has the same floor (64 KiB).
@@ -45,21 +45,9 @@ pub const DEFAULT_STACK_CAPACITY_BYTES: usize = 8 * 1024 * 1024;
 /// frames around the interpreter and between its stack checks.
 const STACK_MARGIN_BYTES: usize = 4 * 1024 * 1024;
 
-type Reply = tokio::sync::oneshot::Sender<Result<(JsResponse, Tx), JsError>>;
-
-struct Job {
-    bundle: Arc<AppBundle>,
-    endpoint: EndpointDef,
-    request: JsRequest,
-    tx: Tx,
-    /// What `ccf.consensus` reads during this execution.
-    consensus: Option<Arc<dyn ConsensusView>>,
-    reply: Reply,
-}
-
 /// Runs app endpoints on QuickJS worker threads.
 pub(crate) struct QjsEngine {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: JobQueue,
 }
 
 impl QjsEngine {
@@ -70,8 +58,7 @@ impl QjsEngine {
         limits: Arc<RwLock<Limits>>,
         metrics: Arc<Metrics>,
     ) -> QjsEngine {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (queue, receiver) = JobQueue::new("QuickJS");
         let initial = limits
             .read()
             .map(|l| l.max_stack_bytes)
@@ -89,9 +76,7 @@ impl QjsEngine {
                 tracing::error!("cannot start QuickJS worker thread {i}: {e}");
             }
         }
-        QjsEngine {
-            jobs: Mutex::new(Some(sender)),
-        }
+        QjsEngine { jobs: queue }
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`. On success the
@@ -104,51 +89,17 @@ impl QjsEngine {
         tx: Tx,
         consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            bundle,
-            endpoint,
-            request,
-            tx,
-            consensus,
-            reply,
-        };
-        {
-            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(sender) = jobs.as_ref() else {
-                return Err(JsError::Internal("the JS engine is shut down".into()));
-            };
-            sender
-                .send(job)
-                .map_err(|_| JsError::Internal("no QuickJS worker is running".into()))?;
-        }
-        answer.await.map_err(|_| {
-            JsError::Internal("the QuickJS worker stopped while handling the request".into())
-        })?
+        self.jobs
+            .run(bundle, endpoint, request, tx, consensus)
+            .await
     }
 }
 
-impl Drop for QjsEngine {
-    fn drop(&mut self) {
-        // Closing the channel ends every worker loop.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-}
-
-fn worker_loop(
-    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    limits: Arc<RwLock<Limits>>,
-    metrics: Arc<Metrics>,
-    capacity: usize,
-) {
+fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, capacity: usize) {
     let mut warned_stack = 0;
     loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
+        let Some(job) = jobs.next() else {
+            break;
         };
         let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
         if limits.max_stack_bytes > capacity && warned_stack != limits.max_stack_bytes {

@@ -22,7 +22,6 @@ mod host;
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use charter_ledger::Tx;
 use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{AppBundle, EndpointDef, Engine};
 use crate::engine::Metrics;
+use crate::jobs::{JobQueue, Jobs};
 
 static V8_INIT: Once = Once::new();
 
@@ -54,20 +54,9 @@ fn init_v8(max_stack_bytes: usize) {
 /// host's frames and V8's native code below the JS limit.
 const STACK_MARGIN_BYTES: usize = 8 * 1024 * 1024;
 
-type Reply = tokio::sync::oneshot::Sender<Result<(JsResponse, Tx), JsError>>;
-
-struct Job {
-    bundle: Arc<AppBundle>,
-    endpoint: EndpointDef,
-    request: JsRequest,
-    tx: Tx,
-    reply: Reply,
-    consensus: Option<Arc<dyn ConsensusView>>,
-}
-
 /// Runs app endpoints on V8 worker threads.
 pub(crate) struct V8Engine {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: JobQueue,
 }
 
 impl V8Engine {
@@ -80,8 +69,7 @@ impl V8Engine {
     ) -> V8Engine {
         let stack_limit = limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20);
         init_v8(stack_limit);
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (queue, receiver) = JobQueue::new("V8");
         let workers = workers.max(1);
         let stack = stack_limit + STACK_MARGIN_BYTES;
         for i in 0..workers {
@@ -96,9 +84,7 @@ impl V8Engine {
                 tracing::error!("cannot start JS worker thread {i}: {e}");
             }
         }
-        V8Engine {
-            jobs: Mutex::new(Some(sender)),
-        }
+        V8Engine { jobs: queue }
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`. On success the
@@ -111,34 +97,9 @@ impl V8Engine {
         tx: Tx,
         consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            bundle,
-            endpoint,
-            request,
-            tx,
-            reply,
-            consensus,
-        };
-        {
-            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(sender) = jobs.as_ref() else {
-                return Err(JsError::Internal("the JS engine is shut down".into()));
-            };
-            sender
-                .send(job)
-                .map_err(|_| JsError::Internal("no JS worker is running".into()))?;
-        }
-        answer.await.map_err(|_| {
-            JsError::Internal("the JS worker stopped while handling the request".into())
-        })?
-    }
-}
-
-impl Drop for V8Engine {
-    fn drop(&mut self) {
-        // Closing the channel ends every worker loop.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.jobs
+            .run(bundle, endpoint, request, tx, consensus)
+            .await
     }
 }
 
@@ -309,20 +270,12 @@ impl Watchdog {
     }
 }
 
-fn worker_loop(
-    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    limits: Arc<RwLock<Limits>>,
-    metrics: Arc<Metrics>,
-) {
+fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
     let watchdog = Watchdog::start();
     let mut worker: Option<Worker> = None;
     loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
+        let Some(job) = jobs.next() else {
+            break;
         };
         let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
         // A new heap limit needs a new isolate.
