@@ -12,6 +12,20 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
+/// Polls `check` every 100 ms until it holds; panics naming `what` if it
+/// does not within `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn charter_bin() -> PathBuf {
     if let Ok(p) = std::env::var("CHARTER_BIN") {
         return PathBuf::from(p);

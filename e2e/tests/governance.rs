@@ -2,9 +2,9 @@
 //! with `charter gov`, the default constitution on QuickJS.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use charter_e2e::{keygen, repo_root, Cluster, ClusterOptions};
+use charter_e2e::{eventually, keygen, repo_root, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 fn id_of(v: &Value) -> String {
@@ -42,12 +42,13 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
     for i in 0..c.nodes.len() {
-        while !check(i).await {
-            assert!(Instant::now() < deadline, "{what}: not on node {i}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            &format!("{what} on node {i}"),
+            Duration::from_secs(20),
+            || check(i),
+        )
+        .await;
     }
 }
 
@@ -589,23 +590,21 @@ async fn service_opens_by_vote_and_new_nodes_wait_to_be_trusted() -> anyhow::Res
 
     // Once open, a joining node waits as Pending: a learner, no voter.
     c.restart(1)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let nodes = c.get_json(0, "/gov/service/nodes").await?;
-        let pending = nodes["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["nodeId"] == "2" && n["status"] == "Pending");
-        if pending {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 2 never showed as Pending: {nodes}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "node 2 shows as Pending",
+        Duration::from_secs(30),
+        || async {
+            c.get_json(0, "/gov/service/nodes")
+                .await
+                .is_ok_and(|nodes| {
+                    nodes["value"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|n| n["nodeId"] == "2" && n["status"] == "Pending")
+                    })
+                })
+        },
+    )
+    .await;
     let net = c.get_json(0, "/node/network").await?;
     let n2 = net["nodes"]
         .as_array()
@@ -631,42 +630,35 @@ async fn service_opens_by_vote_and_new_nodes_wait_to_be_trusted() -> anyhow::Res
     let p = propose(&c, 0, &["transition_node_to_trusted", "--id", "2"]);
     assert_eq!(vote(&c, 0, &p, "accept"), "Accepted");
     c.wait_for_voters(2, Duration::from_secs(60)).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = c
-            .user
-            .get(c.nodes[1].url("/app/log/private?id=1"))
-            .send()
-            .await;
-        if let Ok(r) = r {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 2 never served the write made before it joined"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "node 2 serves the write made before it joined",
+        Duration::from_secs(30),
+        || async {
+            let r = c
+                .user
+                .get(c.nodes[1].url("/app/log/private?id=1"))
+                .send()
+                .await;
+            r.is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
 
     // remove_node: it is retired and leaves the Raft membership.
     let p = propose(&c, 0, &["remove_node", "--id", "2"]);
     assert_eq!(vote(&c, 0, &p, "accept"), "Accepted");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let net = c.get_json(0, "/node/network").await?;
-        let gone = !net["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["node_id"] == "2");
-        if gone {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node 2 is still a member: {net}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "node 2 leaves the membership",
+        Duration::from_secs(30),
+        || async {
+            c.get_json(0, "/node/network").await.is_ok_and(|net| {
+                net["nodes"]
+                    .as_array()
+                    .is_some_and(|a| !a.iter().any(|n| n["node_id"] == "2"))
+            })
+        },
+    )
+    .await;
     let nodes = c.get_json(0, "/gov/service/nodes").await?;
     assert!(
         nodes["value"]
@@ -678,24 +670,22 @@ async fn service_opens_by_vote_and_new_nodes_wait_to_be_trusted() -> anyhow::Res
     );
     c.log_write(0, "/app/log/private", 2).await?;
     // The retired node refuses app traffic instead of serving stale state.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = c
-            .user
-            .get(c.nodes[1].url("/app/log/private?id=2"))
-            .send()
-            .await?;
-        if r.status() == 503 {
-            let v: Value = r.json().await?;
-            if code(&v) == "NodeRetired" {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 2 still serves after being retired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "node 2 answers NodeRetired",
+        Duration::from_secs(30),
+        || async {
+            let Ok(r) = c
+                .user
+                .get(c.nodes[1].url("/app/log/private?id=2"))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let v: Value = r.json().await.unwrap_or_default();
+            code(&v) == "NodeRetired"
+        },
+    )
+    .await;
     Ok(())
 }

@@ -131,7 +131,12 @@ impl Member {
         // in the next second.
         for attempt in 0..2 {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(1100)).await;
+                // Until the clock's next whole second: then created_at differs.
+                let into_second = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_millis())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(u64::from(1000 - into_second) + 20)).await;
             }
             let body = self.sign(msg_type, proposal_id, payload);
             let r = self
