@@ -1,13 +1,17 @@
 //! V8 and QuickJS side by side, in one run, through the node's own front
-//! (`JsEngine::execute`): each request on a fresh context (V8) or a fresh
-//! runtime (QuickJS), against a real `charter_ledger::Store`.
+//! (`JsEngine::execute`), against a real `charter_ledger::Store`. Every
+//! request sees fresh JS state: on V8 a hardened context with fresh module
+//! instances, on QuickJS a fresh runtime.
 //!
 //! - `empty`: a handler that returns `{}`: the fixed cost of one request
 //!   (fresh context, prelude, module, request and response);
 //! - `logging`: parse a JSON body, `ccf.kv[...].set` a JSON record, answer
 //!   JSON (the logging sample's write path);
 //! - `compute`: build 10,000 records, sort them and aggregate by group, in
-//!   JS.
+//!   JS;
+//! - `compute_reuse`: the same endpoint with `interpreter_reuse` (V8 keeps
+//!   its module instance, and so its optimised code, between requests;
+//!   QuickJS ignores the setting).
 //!
 //! Requests run one after another (one worker per engine), so requests/s
 //! is 1 / latency of one execution.
@@ -70,6 +74,8 @@ fn bundle(engine: Engine) -> Arc<AppBundle> {
         "endpoints": {
             "/log/{id}": {"post": {"js_module": "app.js", "js_function": "log"}},
             "/compute": {"post": {"js_module": "app.js", "js_function": "compute"}},
+            "/compute_reuse": {"post": {"js_module": "app.js", "js_function": "compute",
+                "interpreter_reuse": {"key": "compute"}}},
             "/empty": {"post": {"js_module": "app.js", "js_function": "empty"}},
         }
     });
@@ -131,8 +137,15 @@ fn engines(c: &mut Criterion) {
     // Both engines give the same answers before anything is timed.
     let answers: Vec<_> = bundles
         .iter()
-        .map(|(_, b)| (bench.run(b, "/log/7", entry), bench.run(b, "/compute", "")))
+        .map(|(_, b)| {
+            (
+                bench.run(b, "/log/7", entry),
+                bench.run(b, "/compute", ""),
+                bench.run(b, "/compute_reuse", ""),
+            )
+        })
         .collect();
+    assert_eq!(answers[0].1, answers[0].2, "reuse changes the answer");
     assert_eq!(answers[0], answers[1], "V8 and QuickJS disagree");
     assert_eq!(answers[0].0 .0, 201);
 
@@ -154,6 +167,15 @@ fn engines(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, b) in &bundles {
         group.bench_function(*name, |iter| iter.iter(|| bench.run(b, "/compute", "")));
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("compute_10k_reuse");
+    group.throughput(Throughput::Elements(1));
+    for (name, b) in &bundles {
+        group.bench_function(*name, |iter| {
+            iter.iter(|| bench.run(b, "/compute_reuse", ""))
+        });
     }
     group.finish();
 }

@@ -46,11 +46,20 @@ pub struct EndpointDef {
     /// `sometimes` (default), `always` or `never`.
     #[serde(default = "default_forwarding")]
     pub forwarding_required: String,
-    /// CCF's `interpreter_reuse` (`{"key": "..."}`): accepted, not yet used.
+    /// CCF's `interpreter_reuse` (`{"key": "..."}`): endpoints with the
+    /// same key share a JS context that keeps module state and globals
+    /// between requests (V8 only; see [`EndpointDef::reuse_key`]).
     #[serde(default)]
     pub interpreter_reuse: Option<serde_json::Value>,
     #[serde(default)]
     pub openapi: Option<serde_json::Value>,
+}
+
+impl EndpointDef {
+    /// The key of the endpoint's `interpreter_reuse`, if it opts in.
+    pub fn reuse_key(&self) -> Option<&str> {
+        self.interpreter_reuse.as_ref()?.get("key")?.as_str()
+    }
 }
 
 fn default_mode() -> Mode {
@@ -208,6 +217,15 @@ impl AppBundle {
                         &method,
                         format!("forwarding_required must be one of {FORWARDING:?}"),
                     ));
+                }
+                if let Some(reuse) = &def.interpreter_reuse {
+                    let key = reuse.get("key").and_then(|k| k.as_str());
+                    if !reuse.is_object() || key.is_none_or(str::is_empty) {
+                        return Err(bad(
+                            &method,
+                            "interpreter_reuse must be {\"key\": \"a non-empty string\"}".into(),
+                        ));
+                    }
                 }
                 let def = EndpointDef {
                     js_module: module,

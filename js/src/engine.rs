@@ -70,6 +70,12 @@ pub struct Metrics {
     /// V8 isolates created (a new one after each heap-limit hit or limit
     /// change).
     pub isolates_created: AtomicU64,
+    /// V8 contexts prepared (prelude run and realm hardened): one per
+    /// worker and app, plus one after each terminated or unclean request,
+    /// plus one per interpreter-reuse key.
+    pub v8_contexts_created: AtomicU64,
+    /// Bytes of V8 code cache a worker holds for the current app's modules.
+    pub v8_code_cache_bytes: AtomicU64,
     /// QuickJS runtimes created (one per QuickJS execution).
     pub quickjs_runtimes_created: AtomicU64,
     pub v8: EngineMetrics,

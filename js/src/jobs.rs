@@ -20,6 +20,10 @@ pub(crate) struct Job {
     pub tx: Tx,
     /// What `ccf.consensus` reads during this execution.
     pub consensus: Option<Arc<dyn ConsensusView>>,
+    /// The caller's tracing span (the node's request span, with the
+    /// request id): the worker runs the job inside it, so `console.*`
+    /// lines and the engine's own logs name the request.
+    pub span: tracing::Span,
     pub reply: Reply,
 }
 
@@ -70,6 +74,7 @@ impl JobQueue {
             request,
             tx,
             consensus,
+            span: tracing::Span::current(),
             reply,
         };
         {

@@ -1,8 +1,9 @@
 // The `ccf` and `console` globals, written once for both engines (V8 and
-// QuickJS). Runs first in every fresh context. Rust passes in `native` (the
-// host functions of the engine, with the same names and behaviour on both:
-// v8_engine/host.rs, qjs_engine/host.rs) and gets back the two functions it
-// calls around a handler. Intrinsics are captured here, before any app code
+// QuickJS). Runs first in every new context, before harden.js. Rust passes
+// in `native` (the host functions of the engine, with the same names and
+// behaviour on both: v8_engine/host.rs, qjs_engine/host.rs) and gets back
+// the two functions it calls around a handler. A context may serve many
+// requests: `makeRequest` starts one and resets what belongs to it. Intrinsics are captured here, before any app code
 // runs, so an app that replaces JSON.stringify or Object.keys cannot change
 // how its own response is read.
 (function (native) {
@@ -65,7 +66,7 @@
   }
 
   const kvVersion = host("kvVersionOfPreviousWrite", "getVersionOfPreviousWrite");
-  const handles = new Map();
+  let handles = new Map();
   const kv = new Proxy(
     {},
     {
@@ -271,6 +272,9 @@
   };
 
   function makeRequest(meta, body) {
+    untrustedDateTime = false;
+    applyWrites = undefined;
+    handles = new Map();
     const request = parse(meta);
     request.body = {
       text: () => native.bufToStr(body),

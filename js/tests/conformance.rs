@@ -11,6 +11,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -600,20 +601,109 @@ async fn module_errors_are_the_same_code() {
 #[tokio::test]
 async fn no_state_survives_from_one_request_to_the_next() {
     let suite = Suite::new();
+    let clean = json!({
+        "seen": {
+            "moduleCounter": 1,
+            "importedCounter": 1,
+            "leakedGlobal": "absent",
+            "replacedGlobal": "original",
+            "stickyGlobal": "absent",
+            "lateGlobal": "absent",
+            "globalProto": "original",
+            "arrayPrototype": "clean",
+            "stringPrototype": "clean",
+            "jsonStringify": "{\"a\":1}",
+            "regexpStatics": "undefined",
+            "removed": ["undefined", "undefined", "undefined", "undefined"],
+            "ccfIntact": true,
+        },
+        "attempts": {
+            "addGlobal": "allowed",
+            "replaceGlobal": "allowed",
+            "deleteGlobal": "refused",
+            "arrayPrototype": "refused",
+            "stringPrototype": "refused",
+            "jsonStringify": "refused",
+            "objectPrototypeToString": "refused",
+            "ccf": "refused",
+            "errorStackTraceLimit": "refused",
+        },
+        "overrides": ["Legacy", "legacy!", "own", "Sub", "Sub: m"],
+    });
+    let contexts = || {
+        suite
+            .engine
+            .metrics()
+            .v8_contexts_created
+            .load(Ordering::Relaxed)
+    };
+    // The first request prepares V8's context; the next ones run in the
+    // same context, each seeing none of what the one before did.
     for _ in 0..3 {
-        assert_eq!(
-            json_body(suite.same("/isolation", "").await),
-            json!({
-                "moduleCounter": 1,
-                "importedCounter": 1,
-                "leakedGlobal": "absent",
-                "arrayPrototype": "clean",
-                "stringPrototype": "clean",
-                "jsonStringify": "{\"a\":1}",
-                "ccfIntact": true,
-            })
-        );
+        assert_eq!(json_body(suite.same("/isolation", "{}").await), clean);
     }
+    let prepared = contexts();
+    for _ in 0..3 {
+        assert_eq!(json_body(suite.same("/isolation", "{}").await), clean);
+    }
+    assert_eq!(
+        contexts(),
+        prepared,
+        "V8 reused its context for clean requests"
+    );
+    // A global that cannot be deleted makes V8 replace the context.
+    assert_eq!(
+        json_body(suite.same("/isolation", r#"{"sticky": true}"#).await),
+        clean
+    );
+    assert_eq!(json_body(suite.same("/isolation", "{}").await), clean);
+    assert_eq!(contexts(), prepared + 1, "an unclean context is replaced");
+}
+
+#[tokio::test]
+async fn interpreter_reuse_keeps_module_state_per_key_on_v8() {
+    let suite = Suite::new();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let body = json_body(suite.call(Engine::V8, "/reused", "").await);
+        seen.push((body["reusedCounter"].clone(), body["reusedGlobal"].clone()));
+        // The default context of the same worker sees none of it.
+        let isolation = json_body(suite.call(Engine::V8, "/isolation", "{}").await);
+        assert_eq!(isolation["seen"]["moduleCounter"], 1);
+        assert_eq!(isolation["seen"]["leakedGlobal"], "absent");
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (json!(1), json!(1)),
+            (json!(2), json!(2)),
+            (json!(3), json!(3))
+        ]
+    );
+    // A new app (a new bundle) starts over.
+    let fresh = bundle(Engine::V8);
+    let (endpoint, params) = fresh.find("POST", "/reused").expect("endpoint");
+    let request = JsRequest {
+        method: "POST".into(),
+        path: "/app/reused".into(),
+        url: "/app/reused".into(),
+        route: "/reused".into(),
+        query: String::new(),
+        params,
+        headers: vec![],
+        body: Vec::new(),
+        caller: json!(null),
+    };
+    let (response, _) = suite
+        .engine
+        .execute(fresh.clone(), endpoint, request, suite.store.begin())
+        .await
+        .expect("reused endpoint runs");
+    let body: Json = serde_json::from_slice(&response.body).expect("JSON body");
+    assert_eq!(
+        body["reusedCounter"], 1,
+        "the reuse cache is flushed when the app changes"
+    );
 }
 
 #[tokio::test]

@@ -175,6 +175,7 @@ impl Loader for BundleLoader {
 }
 
 const PRELUDE: &str = crate::PRELUDE;
+const HARDEN: &str = crate::HARDEN;
 const QJS_PRELUDE: &str = include_str!("prelude.js");
 
 fn in_context<'js>(
@@ -210,6 +211,11 @@ fn in_context<'js>(
     let to_response: Function = helpers
         .get("toResponse")
         .map_err(setup("reading toResponse"))?;
+    // The builtins are frozen as on V8 (harden.js), so that an app sees
+    // the same realm on both engines. This context serves one request, so
+    // the endRequest it returns is not needed.
+    let harden: Function = ctx.eval(HARDEN).map_err(setup("running harden.js"))?;
+    let _end_request: Function = harden.call(()).map_err(setup("running harden.js"))?;
 
     // The endpoint's module and its imports.
     let handler = load_handler(ctx, bundle, endpoint, cl)?;

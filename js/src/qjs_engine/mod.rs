@@ -120,8 +120,10 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
             request,
             tx,
             consensus,
+            span,
             reply,
         } = job;
+        let _in_request = span.enter();
         // A panic (a bug in the engine or the bindings) fails this request
         // only; the worker goes on.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -1,8 +1,29 @@
-//! One execution of an endpoint in a fresh V8 context: prelude, the app's
-//! modules, the handler, the response.
+//! Executions on V8 in a hardened realm.
+//!
+//! A [`Realm`] is one V8 context prepared once: the prelude (`prelude.js`,
+//! the `ccf` and `console` globals) and then `harden.js`, which freezes the
+//! intrinsics and returns `endRequest`. It then serves request after
+//! request of one app:
+//! - each request compiles the app's modules again (from a code cache
+//!   after the first time) and so runs a fresh instance of them: module
+//!   state starts over;
+//! - builtins and prototypes are frozen, so no request can change them;
+//! - after the response, leftover microtasks run (still in the request's
+//!   time and transaction) and `endRequest` removes the globals the request
+//!   added and restores those it assigned.
+//!
+//! A realm that cannot be made clean again, or whose execution was
+//! terminated, is dropped by the worker and the next request gets a new
+//! one. This costs a few microseconds per request where a new context
+//! costs hundreds (docs/benchmarks.md).
+//!
+//! An endpoint that opts in with `"interpreter_reuse": {"key": ...}` gets a
+//! realm of its own per key that keeps its module instances (and globals)
+//! from one request to the next, as CCF's interpreter reuse does.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::api::{JsError, JsRequest, JsResponse};
@@ -10,20 +31,144 @@ use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
 use crate::v8_engine::host;
 
 const PRELUDE: &str = crate::PRELUDE;
+const HARDEN: &str = crate::HARDEN;
 
-/// Modules compiled for the current execution: a module instance belongs
-/// to one context, so every execution compiles its own graph.
+/// Module instances of one execution (or, in a reused realm, of all its
+/// executions), and where each came from. A module instance belongs to
+/// one context.
 #[derive(Default)]
 struct ModuleGraph {
-    bundle: Option<Arc<AppBundle>>,
     by_name: HashMap<String, v8::Global<v8::Module>>,
     /// identity hash → module name, to resolve imports relative to the
     /// importing module.
     names: HashMap<i32, String>,
+    /// Modules compiled without a code cache in this execution: their
+    /// caches are made once it has run, so that they hold the functions it
+    /// compiled too.
+    uncached: Vec<String>,
+}
+
+/// The compiled code of one app's modules, kept by each worker across
+/// realms (V8's code caches do not belong to a context).
+#[derive(Default)]
+pub(crate) struct CodeCache {
+    bundle: Option<Arc<AppBundle>>,
+    modules: HashMap<String, Rc<[u8]>>,
+}
+
+impl CodeCache {
+    /// Forgets the caches of another app.
+    fn for_bundle(&mut self, bundle: &Arc<AppBundle>) {
+        if !self.bundle.as_ref().is_some_and(|b| Arc::ptr_eq(b, bundle)) {
+            self.bundle = Some(bundle.clone());
+            self.modules.clear();
+        }
+    }
+
+    /// Total bytes of compiled code held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.modules.values().map(|c| c.len()).sum()
+    }
+}
+
+/// What the current execution on this thread compiles against.
+struct Current {
+    bundle: Arc<AppBundle>,
+    graph: ModuleGraph,
+    cache: CodeCache,
 }
 
 thread_local! {
-    static GRAPH: RefCell<ModuleGraph> = RefCell::new(ModuleGraph::default());
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// One prepared context and the prelude's functions in it.
+pub(crate) struct Realm {
+    // Globals go before the isolate (the worker's field order sees to it).
+    context: v8::Global<v8::Context>,
+    make_request: v8::Global<v8::Function>,
+    to_response: v8::Global<v8::Function>,
+    end_request: v8::Global<v8::Function>,
+    bundle: Arc<AppBundle>,
+    /// Set for an interpreter-reuse realm: its modules and handlers live
+    /// as long as it does.
+    reused: Option<Reused>,
+}
+
+#[derive(Default)]
+struct Reused {
+    graph: ModuleGraph,
+    handlers: HashMap<(String, String), v8::Global<v8::Function>>,
+}
+
+impl Realm {
+    /// Prepares a context for `bundle`'s requests; `reuse` keeps module
+    /// instances between requests.
+    pub(crate) fn new(
+        scope: &mut v8::HandleScope<()>,
+        bundle: &Arc<AppBundle>,
+        reuse: bool,
+    ) -> Result<Realm, RunError> {
+        let context = v8::Context::new(scope, Default::default());
+        let scope = &mut v8::ContextScope::new(scope, context);
+        let tc = &mut v8::TryCatch::new(scope);
+        match prepare(tc) {
+            Ok((make_request, to_response, end_request)) => Ok(Realm {
+                context: v8::Global::new(tc, context),
+                make_request: v8::Global::new(tc, make_request),
+                to_response: v8::Global::new(tc, to_response),
+                end_request: v8::Global::new(tc, end_request),
+                bundle: bundle.clone(),
+                reused: reuse.then(Reused::default),
+            }),
+            Err(Failure::Error(e)) => Err(RunError::Js(JsError::Internal(format!(
+                "preparing the JS context: {e}"
+            )))),
+            Err(Failure::Thrown) => match caught(tc) {
+                RunError::Js(e) => Err(RunError::Js(JsError::Internal(format!(
+                    "preparing the JS context: {e}"
+                )))),
+                terminated => Err(terminated),
+            },
+        }
+    }
+
+    /// Whether this realm serves `bundle` (another app needs a new realm).
+    pub(crate) fn serves(&self, bundle: &Arc<AppBundle>) -> bool {
+        Arc::ptr_eq(&self.bundle, bundle)
+    }
+}
+
+type Prepared<'s> = (
+    v8::Local<'s, v8::Function>,
+    v8::Local<'s, v8::Function>,
+    v8::Local<'s, v8::Function>,
+);
+
+fn prepare<'s>(tc: &mut v8::TryCatch<v8::HandleScope<'s>>) -> Result<Prepared<'s>, Failure> {
+    let factory = function(run_script(tc, PRELUDE)?, "the prelude")?;
+    let natives = host::natives(tc).ok_or(Failure::Thrown)?;
+    let undefined = v8::undefined(tc).into();
+    let helpers = factory
+        .call(tc, undefined, &[natives.into()])
+        .ok_or(Failure::Thrown)?;
+    let helpers = v8::Local::<v8::Object>::try_from(helpers)
+        .map_err(|_| JsError::Internal("prelude returned no helpers".into()))?;
+    let make_request = function(get(tc, helpers, "makeRequest")?, "makeRequest")?;
+    let to_response = function(get(tc, helpers, "toResponse")?, "toResponse")?;
+    let harden = function(run_script(tc, HARDEN)?, "harden.js")?;
+    let end_request = harden.call(tc, undefined, &[]).ok_or(Failure::Thrown)?;
+    let end_request = function(end_request, "endRequest")?;
+    Ok((make_request, to_response, end_request))
+}
+
+fn run_script<'s>(
+    tc: &mut v8::TryCatch<v8::HandleScope<'s>>,
+    source: &str,
+) -> Result<v8::Local<'s, v8::Value>, Failure> {
+    let source = v8::String::new(tc, source).ok_or(Failure::Thrown)?;
+    let script = v8::Script::compile(tc, source, None).ok_or(Failure::Thrown)?;
+    script.run(tc).ok_or(Failure::Thrown)
 }
 
 /// Why a step failed, before it is turned into a [`JsError`].
@@ -39,38 +184,118 @@ impl From<JsError> for Failure {
     }
 }
 
-/// Runs `endpoint` for `request` in a fresh context of `scope`'s isolate.
-/// The caller has bound the transaction to this thread.
-pub(crate) fn run(
-    scope: &mut v8::HandleScope<()>,
-    bundle: &Arc<AppBundle>,
-    endpoint: &EndpointDef,
-    request: &JsRequest,
-) -> Result<JsResponse, RunError> {
-    GRAPH.with(|g| {
-        let mut g = g.borrow_mut();
-        g.bundle = Some(bundle.clone());
-    });
-    let result = {
-        let context = v8::Context::new(scope, Default::default());
-        let scope = &mut v8::ContextScope::new(scope, context);
-        let tc = &mut v8::TryCatch::new(scope);
-        match run_in_context(tc, endpoint, request) {
-            Ok(r) => Ok(r),
-            Err(Failure::Error(e)) => Err(RunError::Js(e)),
-            Err(Failure::Thrown) => Err(caught(tc)),
-        }
-    };
-    // Module handles must not outlive this execution (nor the isolate).
-    GRAPH.with(|g| *g.borrow_mut() = ModuleGraph::default());
-    result
-}
-
 /// What went wrong, as the worker needs to know it: a terminated execution
 /// is told apart so the worker can say why (time or heap).
 pub(crate) enum RunError {
     Js(JsError),
     Terminated,
+}
+
+/// The result of one execution, and whether its realm may serve another.
+pub(crate) struct Outcome {
+    pub(crate) result: Result<JsResponse, RunError>,
+    pub(crate) realm_clean: bool,
+}
+
+/// Runs `endpoint` for `request` in `realm`. The caller has bound the
+/// transaction to this thread.
+pub(crate) fn run(
+    scope: &mut v8::HandleScope<()>,
+    realm: &mut Realm,
+    cache: &mut CodeCache,
+    endpoint: &EndpointDef,
+    request: &JsRequest,
+) -> Outcome {
+    cache.for_bundle(&realm.bundle);
+    let graph = realm
+        .reused
+        .as_mut()
+        .map(|r| std::mem::take(&mut r.graph))
+        .unwrap_or_default();
+    CURRENT.with(|c| {
+        *c.borrow_mut() = Some(Current {
+            bundle: realm.bundle.clone(),
+            graph,
+            cache: std::mem::take(cache),
+        })
+    });
+    let outcome = {
+        let context = v8::Local::new(scope, &realm.context);
+        let scope = &mut v8::ContextScope::new(scope, context);
+        let tc = &mut v8::TryCatch::new(scope);
+        let result = match run_in_realm(tc, realm, endpoint, request) {
+            Ok(r) => Ok(r),
+            Err(Failure::Error(e)) => Err(RunError::Js(e)),
+            Err(Failure::Thrown) => Err(caught(tc)),
+        };
+        let realm_clean = finish(tc, realm, matches!(result, Err(RunError::Terminated)));
+        Outcome {
+            result,
+            realm_clean,
+        }
+    };
+    // Module handles go back to a reused realm or are dropped here; the
+    // code cache goes back to the worker.
+    if let Some(current) = CURRENT.with(|c| c.borrow_mut().take()) {
+        *cache = current.cache;
+        if let Some(reused) = realm.reused.as_mut() {
+            reused.graph = current.graph;
+        }
+    }
+    outcome
+}
+
+/// Ends an execution: runs leftover microtasks, makes code caches for
+/// newly compiled modules, and puts the globals back. Returns whether the
+/// realm may serve another request.
+fn finish(tc: &mut v8::TryCatch<v8::HandleScope>, realm: &Realm, terminated: bool) -> bool {
+    if terminated || tc.is_execution_terminating() {
+        return false;
+    }
+    // A promise job left queued would otherwise run in the next request.
+    tc.perform_microtask_checkpoint();
+    if tc.has_terminated() || tc.is_execution_terminating() {
+        return false;
+    }
+    make_code_caches(tc);
+    if realm.reused.is_some() {
+        return true;
+    }
+    let end_request = v8::Local::new(tc, &realm.end_request);
+    let undefined = v8::undefined(tc).into();
+    let clean = end_request
+        .call(tc, undefined, &[])
+        .is_some_and(|v| v.is_true());
+    if !clean {
+        tracing::debug!("a request left the JS context unclean; it is replaced");
+    }
+    clean
+}
+
+fn make_code_caches(scope: &mut v8::HandleScope) {
+    let todo: Vec<(String, v8::Global<v8::Module>)> = CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(current) = c.as_mut() else {
+            return Vec::new();
+        };
+        let names = std::mem::take(&mut current.graph.uncached);
+        names
+            .into_iter()
+            .filter_map(|n| current.graph.by_name.get(&n).cloned().map(|m| (n, m)))
+            .collect()
+    });
+    for (name, module) in todo {
+        let module = v8::Local::new(scope, module);
+        let unbound = module.get_unbound_module_script(scope);
+        if let Some(data) = unbound.create_code_cache() {
+            let data: Rc<[u8]> = Rc::from(&data[..]);
+            CURRENT.with(|c| {
+                if let Some(current) = c.borrow_mut().as_mut() {
+                    current.cache.modules.insert(name, data);
+                }
+            });
+        }
+    }
 }
 
 fn caught(tc: &mut v8::TryCatch<v8::HandleScope>) -> RunError {
@@ -134,35 +359,40 @@ fn function<'s>(
         .map_err(|_| JsError::Internal(format!("{what} is not a function")).into())
 }
 
-fn run_in_context(
+fn run_in_realm(
     tc: &mut v8::TryCatch<v8::HandleScope>,
+    realm: &mut Realm,
     endpoint: &EndpointDef,
     request: &JsRequest,
 ) -> Result<JsResponse, Failure> {
-    // The prelude: builds `ccf`, returns {makeRequest, toResponse}.
-    let source = v8::String::new(tc, PRELUDE).ok_or(Failure::Thrown)?;
-    let script = v8::Script::compile(tc, source, None).ok_or(Failure::Thrown)?;
-    let factory = function(script.run(tc).ok_or(Failure::Thrown)?, "the prelude")?;
-    let natives = host::natives(tc).ok_or(Failure::Thrown)?;
+    let make_request = v8::Local::new(tc, &realm.make_request);
+    let to_response = v8::Local::new(tc, &realm.to_response);
     let undefined = v8::undefined(tc).into();
-    let helpers = factory
-        .call(tc, undefined, &[natives.into()])
-        .ok_or(Failure::Thrown)?;
-    let helpers = v8::Local::<v8::Object>::try_from(helpers)
-        .map_err(|_| JsError::Internal("prelude returned no helpers".into()))?;
-    let make_request = function(get(tc, helpers, "makeRequest")?, "makeRequest")?;
-    let to_response = function(get(tc, helpers, "toResponse")?, "toResponse")?;
 
-    // The endpoint's module and its imports.
-    let handler = load_handler(tc, endpoint)?;
-
-    // The request object.
+    // The request object; this also resets the prelude's per-request state.
     let meta = request.meta_json()?;
     let meta = v8::String::new(tc, &meta).ok_or(Failure::Thrown)?;
     let body = host::array_buffer(tc, request.body.clone());
     let js_request = make_request
         .call(tc, undefined, &[meta.into(), body.into()])
         .ok_or(Failure::Thrown)?;
+
+    // The endpoint's module and its imports: a fresh instance, or the
+    // reused realm's.
+    let handler = match realm.reused.as_mut() {
+        None => load_handler(tc, endpoint)?,
+        Some(reused) => {
+            let id = (endpoint.js_module.clone(), endpoint.js_function.clone());
+            match reused.handlers.get(&id) {
+                Some(h) => v8::Local::new(tc, h),
+                None => {
+                    let h = load_handler(tc, endpoint)?;
+                    reused.handlers.insert(id, v8::Global::new(tc, h));
+                    h
+                }
+            }
+        }
+    };
 
     // The handler, and its promise if it is async.
     let mut result = handler
@@ -250,24 +480,37 @@ fn load_handler<'s>(
     let Some(module) = compile_module(tc, &endpoint.js_module) else {
         return Err(module_error(tc, "cannot compile"));
     };
-    if module.instantiate_module(tc, resolve_import).is_none() {
+    if module.get_status() == v8::ModuleStatus::Uninstantiated
+        && module.instantiate_module(tc, resolve_import).is_none()
+    {
         return Err(module_error(tc, "cannot link"));
     }
-    let Some(evaluation) = module.evaluate(tc) else {
-        return Err(module_error(tc, "top-level code threw"));
-    };
-    if let Ok(promise) = v8::Local::<v8::Promise>::try_from(evaluation) {
-        if promise.state() == v8::PromiseState::Pending {
-            tc.perform_microtask_checkpoint();
-        }
-        if promise.state() == v8::PromiseState::Rejected {
-            let reason = promise.result(tc);
-            let detail = describe_value(tc, reason);
-            return Err(JsError::Module(format!(
-                "module {}: top-level code threw: {detail}",
-                endpoint.js_module
-            ))
-            .into());
+    if module.get_status() == v8::ModuleStatus::Errored {
+        let reason = module.get_exception();
+        let detail = describe_value(tc, reason);
+        return Err(JsError::Module(format!(
+            "module {}: top-level code threw: {detail}",
+            endpoint.js_module
+        ))
+        .into());
+    }
+    if module.get_status() != v8::ModuleStatus::Evaluated {
+        let Some(evaluation) = module.evaluate(tc) else {
+            return Err(module_error(tc, "top-level code threw"));
+        };
+        if let Ok(promise) = v8::Local::<v8::Promise>::try_from(evaluation) {
+            if promise.state() == v8::PromiseState::Pending {
+                tc.perform_microtask_checkpoint();
+            }
+            if promise.state() == v8::PromiseState::Rejected {
+                let reason = promise.result(tc);
+                let detail = describe_value(tc, reason);
+                return Err(JsError::Module(format!(
+                    "module {}: top-level code threw: {detail}",
+                    endpoint.js_module
+                ))
+                .into());
+            }
         }
     }
     // The namespace handle borrows `module`; re-root it in the scope.
@@ -284,21 +527,24 @@ fn load_handler<'s>(
     })
 }
 
-/// Compiles the bundle's module `name` once per execution.
+/// Compiles the bundle's module `name` once per execution (once per realm
+/// when it is reused), from the code cache when there is one.
 fn compile_module<'s>(
     scope: &mut v8::HandleScope<'s>,
     name: &str,
 ) -> Option<v8::Local<'s, v8::Module>> {
-    let (cached, source) = GRAPH.with(|g| {
-        let g = g.borrow();
-        let cached = g.by_name.get(name).cloned();
-        let source = g
-            .bundle
-            .as_ref()
-            .and_then(|b| b.module(name).map(str::to_string));
-        (cached, source)
+    let (compiled, source, cached) = CURRENT.with(|c| {
+        let c = c.borrow();
+        let Some(c) = c.as_ref() else {
+            return (None, None, None);
+        };
+        (
+            c.graph.by_name.get(name).cloned(),
+            c.bundle.module(name).map(str::to_string),
+            c.cache.modules.get(name).cloned(),
+        )
     });
-    if let Some(global) = cached {
+    if let Some(global) = compiled {
         return Some(v8::Local::new(scope, global));
     }
     let Some(source) = source else {
@@ -323,14 +569,41 @@ fn compile_module<'s>(
         true,
         None,
     );
-    let mut source = v8::script_compiler::Source::new(code, Some(&origin));
-    let module = v8::script_compiler::compile_module(scope, &mut source)?;
+    let (module, uncached) = match &cached {
+        Some(data) => {
+            let mut source = v8::script_compiler::Source::new_with_cached_data(
+                code,
+                Some(&origin),
+                v8::script_compiler::CachedData::new(data),
+            );
+            let module = v8::script_compiler::compile_module2(
+                scope,
+                &mut source,
+                v8::script_compiler::CompileOptions::ConsumeCodeCache,
+                v8::script_compiler::NoCacheReason::NoReason,
+            )?;
+            let rejected = source.get_cached_data().is_some_and(|d| d.rejected());
+            (module, rejected)
+        }
+        None => {
+            let mut source = v8::script_compiler::Source::new(code, Some(&origin));
+            (
+                v8::script_compiler::compile_module(scope, &mut source)?,
+                true,
+            )
+        }
+    };
     let global = v8::Global::new(scope, module);
-    GRAPH.with(|g| {
-        let mut g = g.borrow_mut();
-        g.names
-            .insert(module.get_identity_hash().get(), name.to_string());
-        g.by_name.insert(name.to_string(), global);
+    CURRENT.with(|c| {
+        if let Some(c) = c.borrow_mut().as_mut() {
+            c.graph
+                .names
+                .insert(module.get_identity_hash().get(), name.to_string());
+            c.graph.by_name.insert(name.to_string(), global);
+            if uncached {
+                c.graph.uncached.push(name.to_string());
+            }
+        }
     });
     Some(module)
 }
@@ -344,11 +617,13 @@ fn resolve_import<'a>(
     // SAFETY: V8 calls this during instantiation, inside the context.
     let scope = &mut unsafe { v8::CallbackScope::new(context) };
     let specifier = specifier.to_rust_string_lossy(scope);
-    let referrer_name = GRAPH.with(|g| {
-        g.borrow()
-            .names
-            .get(&referrer.get_identity_hash().get())
-            .cloned()
+    let referrer_name = CURRENT.with(|c| {
+        c.borrow().as_ref().and_then(|c| {
+            c.graph
+                .names
+                .get(&referrer.get_identity_hash().get())
+                .cloned()
+        })
     });
     let Some(referrer_name) = referrer_name else {
         host::throw_error(

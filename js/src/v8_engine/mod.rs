@@ -12,14 +12,20 @@
 //!   first engine's limits) on worker threads whose real stack is larger,
 //!   so deep recursion is a catchable `RangeError`.
 //!
-//! Every request runs in a fresh context: no JS state survives from one
-//! request to the next.
+//! Isolation: each worker keeps one hardened context (an [`exec::Realm`])
+//! per app and runs every request in it with a fresh instance of the app's
+//! modules; `harden.js` has frozen the builtins and restores the globals
+//! after each request, so no JS state survives from one request to the
+//! next. A realm whose execution was terminated, or that a request left
+//! unclean, is replaced. Endpoints with `interpreter_reuse` get a realm per
+//! key that keeps its module instances.
 
 mod buffers;
 mod crypto_bindings;
 mod exec;
 mod host;
 
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
@@ -148,9 +154,19 @@ extern "C" fn on_oom(location: *const std::os::raw::c_char, details: &v8::OomDet
     );
 }
 
+/// Interpreter-reuse realms a worker keeps at most (one per reuse key);
+/// past this, they are all dropped and made again as needed.
+const MAX_REUSED_REALMS: usize = 32;
+
 /// One isolate and what must live exactly as long as it.
 struct Worker {
-    // Field order is drop order: the isolate goes before its heap guard.
+    // Field order is drop order: the realms' handles go before the isolate,
+    // the isolate before its heap guard.
+    /// The hardened context requests run in by default.
+    realm: Option<exec::Realm>,
+    /// Interpreter-reuse realms, by reuse key.
+    reused: HashMap<String, exec::Realm>,
+    cache: exec::CodeCache,
     isolate: v8::OwnedIsolate,
     heap: Box<HeapGuard>,
     heap_limit: usize,
@@ -178,6 +194,9 @@ impl Worker {
         );
         metrics.isolates_created.fetch_add(1, Ordering::Relaxed);
         Worker {
+            realm: None,
+            reused: HashMap::new(),
+            cache: exec::CodeCache::default(),
             isolate,
             heap,
             heap_limit: limits.max_heap_bytes,
@@ -286,6 +305,7 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
             worker = None;
         }
         let w = worker.get_or_insert_with(|| Worker::new(&limits, &metrics));
+        let _in_request = job.span.enter();
         host::set_consensus(job.consensus);
         let (result, sound) = execute_one(
             w,
@@ -320,16 +340,45 @@ fn execute_one(
     request: &JsRequest,
     tx: Tx,
 ) -> (Result<(JsResponse, Tx), JsError>, bool) {
+    // Realms of another app are of no further use.
+    if w.realm.as_ref().is_some_and(|r| !r.serves(&bundle)) {
+        w.realm = None;
+    }
+    w.reused.retain(|_, r| r.serves(&bundle));
+    let reuse_key = endpoint.reuse_key().map(str::to_string);
+    let mut realm = match &reuse_key {
+        Some(key) => w.reused.remove(key),
+        None => w.realm.take(),
+    };
     host::bind_tx(tx);
     w.isolate.cancel_terminate_execution();
     watchdog.arm(
         w.isolate.thread_safe_handle(),
         Duration::from_millis(limits.max_execution_time_ms),
     );
+    let mut realm_clean = false;
     let outcome = {
         let scope = &mut v8::HandleScope::new(&mut w.isolate);
-        exec::run(scope, &bundle, endpoint, request)
+        let prepared = match realm.take() {
+            Some(r) => Ok(r),
+            None => {
+                metrics.v8_contexts_created.fetch_add(1, Ordering::Relaxed);
+                exec::Realm::new(scope, &bundle, reuse_key.is_some())
+            }
+        };
+        match prepared {
+            Ok(mut r) => {
+                let outcome = exec::run(scope, &mut r, &mut w.cache, endpoint, request);
+                realm_clean = outcome.realm_clean;
+                realm = Some(r);
+                outcome.result
+            }
+            Err(e) => Err(e),
+        }
     };
+    metrics
+        .v8_code_cache_bytes
+        .store(w.cache.bytes() as u64, Ordering::Relaxed);
     let timed_out = watchdog.disarm();
     // A termination requested just as the handler finished must not hit
     // the next request.
@@ -373,7 +422,21 @@ fn execute_one(
         }
     };
     metrics.record(Engine::V8, &result);
-    (result, !heap_hit && !over_limit)
+    let sound = !heap_hit && !over_limit;
+    // Keep the realm for the next request only if it is clean and its
+    // isolate stays.
+    if let Some(r) = realm.filter(|_| realm_clean && sound) {
+        match reuse_key {
+            Some(key) => {
+                if w.reused.len() >= MAX_REUSED_REALMS {
+                    w.reused.clear();
+                }
+                w.reused.insert(key, r);
+            }
+            None => w.realm = Some(r),
+        }
+    }
+    (result, sound)
 }
 
 #[cfg(test)]

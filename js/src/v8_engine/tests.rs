@@ -206,12 +206,13 @@ async fn no_state_survives_between_requests() {
         export function main() {
             local += 1;
             globalThis.leak = (globalThis.leak || 0) + 1;
-            Array.prototype.polluted = true;
-            return { body: [local, globalThis.leak, bump(), [].polluted === true] };
+            let refused = false;
+            try { Array.prototype.polluted = true; } catch (e) { refused = e instanceof TypeError; }
+            return { body: [local, globalThis.leak, bump(), [].polluted === true, refused] };
         }"#,
     );
     for _ in 0..3 {
-        assert_eq!(fx.body(&b, "main").await, "[1,1,1,true]");
+        assert_eq!(fx.body(&b, "main").await, "[1,1,1,false,true]");
     }
 }
 

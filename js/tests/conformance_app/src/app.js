@@ -280,30 +280,101 @@ export function bad_response(request) {
   }
 }
 
-// Module state, globals and prototypes start fresh in every request.
+// Module state, globals and prototypes start fresh in every request: each
+// request gets new module instances and its own view of the globals, and
+// the builtins are frozen on both engines, so changing one throws.
 let moduleCounter = 0;
-export function isolation() {
+const tryChange = (change) => {
+  try {
+    change();
+    return "allowed";
+  } catch (e) {
+    return e instanceof TypeError ? "refused" : "threw " + e;
+  }
+};
+class Sub extends Error {}
+export function isolation(request) {
+  const options = request.body.json();
   moduleCounter += 1;
+  /(secret)/.exec("a secret");
   const seen = {
     moduleCounter,
     importedCounter: bump(),
     leakedGlobal: globalThis.leak === undefined ? "absent" : globalThis.leak,
+    replacedGlobal: typeof Math.max === "function" ? "original" : "replaced",
+    stickyGlobal: globalThis.sticky === undefined ? "absent" : "present",
+    lateGlobal: globalThis.late === undefined ? "absent" : "present",
+    globalProto: globalThis.inherited === undefined ? "original" : "replaced",
     arrayPrototype: [].polluted === undefined ? "clean" : "polluted",
     stringPrototype: typeof "".shout === "function" ? "polluted" : "clean",
     jsonStringify: JSON.stringify({ a: 1 }),
+    regexpStatics: typeof RegExp.$1,
+    removed: [typeof WeakRef, typeof FinalizationRegistry, typeof WebAssembly, typeof Atomics.wait],
     ccfIntact: typeof ccf.kv === "object" && ccf.rpc.hacked === undefined,
   };
-  globalThis.leak = "leaked";
-  Array.prototype.polluted = true;
-  String.prototype.shout = function () {
-    return this.toUpperCase();
+  // What a request may do to the realm, and what it may not.
+  const attempts = {
+    addGlobal: tryChange(() => {
+      globalThis.leak = "leaked";
+    }),
+    replaceGlobal: tryChange(() => {
+      globalThis.Math = {};
+    }),
+    deleteGlobal: tryChange(() => {
+      delete globalThis.JSON;
+    }),
+    arrayPrototype: tryChange(() => {
+      Array.prototype.polluted = true;
+    }),
+    stringPrototype: tryChange(() => {
+      String.prototype.shout = function () {
+        return this.toUpperCase();
+      };
+    }),
+    jsonStringify: tryChange(() => {
+      JSON.stringify = () => "hijacked";
+    }),
+    objectPrototypeToString: tryChange(() => {
+      Object.prototype.toString = () => "hijacked";
+    }),
+    ccf: tryChange(() => {
+      ccf.rpc.hacked = true;
+    }),
+    errorStackTraceLimit: tryChange(() => {
+      Error.stackTraceLimit = 0;
+    }),
   };
-  // The prelude captured JSON.stringify: the response is still JSON.
-  JSON.stringify = () => "hijacked";
-  try {
-    ccf.rpc.hacked = true;
-  } catch (e) {
-    // ccf.rpc is frozen.
+  // Assigning an inherited builtin property on one's own object works as
+  // in an unfrozen realm.
+  function Legacy() {}
+  Legacy.prototype = Object.create(Error.prototype);
+  Legacy.prototype.constructor = Legacy;
+  Legacy.prototype.name = "Legacy";
+  Legacy.prototype.toString = function () {
+    return "legacy!";
+  };
+  const own = {};
+  own.toString = () => "own";
+  Sub.prototype.name = "Sub";
+  const overrides = [new Legacy().name, String(new Legacy()), String(own), new Sub("m").name, String(new Sub("m"))];
+  // Work left behind: a microtask that runs after the response, a new
+  // prototype for the global object and, if asked, a global that cannot
+  // be deleted (V8 then replaces the context).
+  Promise.resolve().then(() => {
+    globalThis.late = true;
+  });
+  Object.setPrototypeOf(globalThis, Object.create(Object.getPrototypeOf(globalThis), { inherited: { value: true } }));
+  if (options.sticky) {
+    Object.defineProperty(globalThis, "sticky", { value: 1, configurable: false });
   }
-  return { body: seen };
+  return { body: { seen, attempts, overrides } };
+}
+
+// interpreter_reuse: endpoints sharing a reuse key keep their module
+// instances (and globals) from one request to the next, on V8.
+let reusedCounter = 0;
+export function reused() {
+  reusedCounter += 1;
+  globalThis.reusedGlobal = (globalThis.reusedGlobal || 0) + 1;
+  return { body: { reusedCounter, reusedGlobal: globalThis.reusedGlobal } };
 }

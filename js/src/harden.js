@@ -1,0 +1,174 @@
+// Hardens a realm so that one context can serve many requests without one
+// request's JS state reaching the next. Runs once per context, after the
+// prelude (js/src/prelude.js), on both engines. Returns `endRequest`, which
+// the engine calls after every request and which answers whether the
+// context is still clean enough to serve another one.
+//
+// The model (see docs/ARCHITECTURE.md, "JS isolation"):
+// - Every object reachable from the global object, and the intrinsics
+//   reachable only from instances (iterator and generator prototypes, ...),
+//   is frozen: no request can change a builtin or a prototype. Writing one
+//   throws a TypeError.
+// - So that ordinary code still runs, the few inherited properties that
+//   code commonly assigns on its own objects (`constructor`, `toString`,
+//   `name`, `message`, ...) become accessors whose setter defines the
+//   property on the object assigned to, as an unfrozen realm would.
+//   Without this, `Sub.prototype.constructor = Sub` or
+//   `MyError.prototype.name = "MyError"` would throw (the "override
+//   mistake" of frozen prototypes).
+// - The global object itself stays open: a request may add and change
+//   globals. `endRequest` deletes what it added and puts back what it
+//   changed. The original globals cannot be deleted or redefined, only
+//   assigned.
+// - Each request gets a fresh instance of the app's modules, so module
+//   state starts over too; the engine does that.
+// - What would let state or work outlive a request is removed: RegExp's
+//   legacy static properties (RegExp.$1 ... hold the last match),
+//   WeakRef and FinalizationRegistry (callbacks run later), Atomics.wait
+//   (blocks the thread) and WebAssembly (memory outside the heap limit;
+//   QuickJS has none either).
+(function () {
+  "use strict";
+  const getPrototypeOf = Object.getPrototypeOf;
+  const setPrototypeOf = Object.setPrototypeOf;
+  const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+  const defineProperty = Object.defineProperty;
+  const freeze = Object.freeze;
+  const isExtensible = Object.isExtensible;
+  const ownKeys = Reflect.ownKeys;
+  const deleteProperty = Reflect.deleteProperty;
+  const TypeErrorType = TypeError;
+  const StringType = String;
+  const global = globalThis;
+
+  for (const name of [
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9",
+    "input", "$_", "lastMatch", "$&", "lastParen", "$+",
+    "leftContext", "$`", "rightContext", "$'",
+  ]) {
+    delete RegExp[name];
+  }
+  delete global.WeakRef;
+  delete global.FinalizationRegistry;
+  delete global.WebAssembly;
+  if (typeof Atomics === "object") {
+    delete Atomics.wait;
+    delete Atomics.waitAsync;
+  }
+
+  // QuickJS has Error.stackTraceLimit as an accessor, which freezing Error
+  // would leave settable: make it plain data as on V8.
+  const stackTraceLimit = getOwnPropertyDescriptor(Error, "stackTraceLimit");
+  if (stackTraceLimit !== undefined && !("value" in stackTraceLimit) && stackTraceLimit.configurable) {
+    defineProperty(Error, "stackTraceLimit", {
+      value: Error.stackTraceLimit,
+      writable: false,
+      enumerable: stackTraceLimit.enumerable,
+      configurable: false,
+    });
+  }
+
+  // Properties code assigns on its own objects that would otherwise hit a
+  // frozen inherited property.
+  const overridable = {
+    object: ["constructor", "toString", "toLocaleString", "valueOf", "hasOwnProperty",
+      "isPrototypeOf", "propertyIsEnumerable"],
+    function: ["toString"],
+    error: ["constructor", "name", "message", "toString"],
+  };
+  function makeOverridable(object, key) {
+    const d = getOwnPropertyDescriptor(object, key);
+    if (d === undefined || !("value" in d) || !d.writable || !d.configurable) return;
+    const value = d.value;
+    defineProperty(object, key, {
+      get: function () {
+        return value;
+      },
+      set: function (v) {
+        if (this === object) {
+          throw new TypeErrorType("Cannot assign to read only property '" + StringType(key) + "' of a builtin");
+        }
+        defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
+      },
+      enumerable: d.enumerable,
+      configurable: false,
+    });
+  }
+  for (const key of overridable.object) makeOverridable(Object.prototype, key);
+  for (const key of overridable.function) makeOverridable(Function.prototype, key);
+  for (const E of [Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
+    typeof AggregateError === "function" ? AggregateError : Error]) {
+    for (const key of overridable.error) makeOverridable(E.prototype, key);
+  }
+
+  // Intrinsics that no global property leads to.
+  const hidden = [
+    getPrototypeOf(function* () {}),
+    getPrototypeOf(async function () {}),
+    getPrototypeOf(async function* () {}),
+    getPrototypeOf([][Symbol.iterator]()),
+    getPrototypeOf(new Map()[Symbol.iterator]()),
+    getPrototypeOf(new Set()[Symbol.iterator]()),
+    getPrototypeOf(""[Symbol.iterator]()),
+    getPrototypeOf(/a/[Symbol.matchAll]("")),
+    getPrototypeOf(Uint8Array),
+  ];
+  if (typeof Iterator === "function" && typeof Iterator.from === "function") {
+    hidden.push(getPrototypeOf([].values().map((x) => x)));
+    hidden.push(getPrototypeOf(Iterator.from({ next() { return { done: true }; } })));
+  }
+
+  // Freeze everything reachable, except the global object itself.
+  const seen = new Set([global]);
+  const todo = [getPrototypeOf(global)];
+  for (const key of ownKeys(global)) {
+    const d = getOwnPropertyDescriptor(global, key);
+    todo.push(d.value, d.get, d.set);
+  }
+  for (const h of hidden) todo.push(h);
+  while (todo.length > 0) {
+    const o = todo.pop();
+    if ((typeof o !== "object" && typeof o !== "function") || o === null || seen.has(o)) continue;
+    seen.add(o);
+    todo.push(getPrototypeOf(o));
+    for (const key of ownKeys(o)) {
+      const d = getOwnPropertyDescriptor(o, key);
+      if (d === undefined) continue;
+      todo.push(d.value, d.get, d.set);
+    }
+    freeze(o);
+  }
+
+  // The original globals: they may be assigned during a request, never
+  // deleted or redefined; endRequest puts their values back.
+  const baseline = new Map();
+  for (const key of ownKeys(global)) {
+    const d = getOwnPropertyDescriptor(global, key);
+    if (d.configurable) {
+      d.configurable = false;
+      defineProperty(global, key, d);
+    }
+    if ("value" in d && d.writable) baseline.set(key, d.value);
+  }
+  const baselineKeys = new Set(ownKeys(global));
+  const globalProto = getPrototypeOf(global);
+
+  // After a request: removes the globals it added and restores those it
+  // assigned. False if the context cannot be made clean again (a global
+  // made non-configurable or read-only, or the global object frozen).
+  return function endRequest() {
+    if (!isExtensible(global)) return false;
+    if (getPrototypeOf(global) !== globalProto && !setPrototypeOf(global, globalProto)) return false;
+    for (const key of ownKeys(global)) {
+      if (!baselineKeys.has(key) && !deleteProperty(global, key)) return false;
+    }
+    for (const [key, value] of baseline) {
+      if (global[key] !== value) {
+        const d = getOwnPropertyDescriptor(global, key);
+        if (!d.writable) return false;
+        global[key] = value;
+      }
+    }
+    return true;
+  };
+});
