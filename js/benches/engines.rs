@@ -11,7 +11,12 @@
 //!   JS;
 //! - `compute_reuse`: the same endpoint with `interpreter_reuse` (V8 keeps
 //!   its module instance, and so its optimised code, between requests;
-//!   QuickJS ignores the setting).
+//!   QuickJS ignores the setting);
+//! - `compute_js`, `compute_js_reuse`: the same records sorted by a merge
+//!   sort written in JS over typed arrays and aggregated in integer
+//!   arithmetic, so that the time goes to the script rather than to
+//!   builtins (`Array.prototype.sort`, string conversion, the GC), which
+//!   are native code on both engines.
 //!
 //! Requests run one after another (one worker per engine), so requests/s
 //! is 1 / latency of one execution.
@@ -41,11 +46,54 @@ export function log(request) {
   return { statusCode: 201, body: { id, size: entry.msg.length } };
 }
 
+// The same records, sorted by a merge sort written in JS and aggregated
+// with integer arithmetic: the work is the script's own, not a builtin's.
+export function compute_js() {
+  const n = 10000;
+  const value = new Int32Array(n);
+  const group = new Int32Array(n);
+  let seed = 42;
+  for (let i = 0; i < n; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
+    value[i] = seed % 1000;
+    group[i] = seed % 16;
+  }
+  let order = new Int32Array(n);
+  let scratch = new Int32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  for (let width = 1; width < n; width *= 2) {
+    for (let lo = 0; lo < n; lo += 2 * width) {
+      const mid = Math.min(lo + width, n);
+      const hi = Math.min(lo + 2 * width, n);
+      let a = lo, b = mid, k = lo;
+      while (a < mid && b < hi) {
+        const x = order[a], y = order[b];
+        if (value[x] < value[y] || (value[x] === value[y] && x < y)) { scratch[k++] = x; a++; }
+        else { scratch[k++] = y; b++; }
+      }
+      while (a < mid) scratch[k++] = order[a++];
+      while (b < hi) scratch[k++] = order[b++];
+    }
+    const t = order; order = scratch; scratch = t;
+  }
+  const count = new Int32Array(16), sum = new Int32Array(16), max = new Int32Array(16);
+  for (let i = 0; i < n; i++) {
+    const r = order[i], g = group[r];
+    count[g] += 1;
+    sum[g] += value[r];
+    if (value[r] > max[g]) max[g] = value[r];
+  }
+  const mean = [];
+  for (let g = 0; g < 16; g++) mean.push(Math.round(sum[g] / count[g]));
+  return { body: { median: value[order[n / 2]], first: order[0], mean, max: Array.from(max) } };
+}
+
 export function compute() {
   const records = [];
   let seed = 42;
   for (let i = 0; i < 10000; i++) {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
+    // A 31-bit linear congruential generator in integer arithmetic.
+    seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
     records.push({ id: i, group: "g" + (seed % 16), value: seed % 1000, name: "r" + seed });
   }
   records.sort((a, b) => a.value - b.value || a.id - b.id);
@@ -75,6 +123,9 @@ fn bundle(engine: Engine) -> Arc<AppBundle> {
             "/log/{id}": {"post": {"js_module": "app.js", "js_function": "log"}},
             "/compute": {"post": {"js_module": "app.js", "js_function": "compute"}},
             "/compute_reuse": {"post": {"js_module": "app.js", "js_function": "compute",
+                "interpreter_reuse": {"key": "compute"}}},
+            "/compute_js": {"post": {"js_module": "app.js", "js_function": "compute_js"}},
+            "/compute_js_reuse": {"post": {"js_module": "app.js", "js_function": "compute_js",
                 "interpreter_reuse": {"key": "compute"}}},
             "/empty": {"post": {"js_module": "app.js", "js_function": "empty"}},
         }
@@ -142,6 +193,7 @@ fn engines(c: &mut Criterion) {
                 bench.run(b, "/log/7", entry),
                 bench.run(b, "/compute", ""),
                 bench.run(b, "/compute_reuse", ""),
+                bench.run(b, "/compute_js", ""),
             )
         })
         .collect();
@@ -169,6 +221,18 @@ fn engines(c: &mut Criterion) {
         group.bench_function(*name, |iter| iter.iter(|| bench.run(b, "/compute", "")));
     }
     group.finish();
+
+    for (name, route) in [
+        ("compute_js_10k", "/compute_js"),
+        ("compute_js_10k_reuse", "/compute_js_reuse"),
+    ] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(1));
+        for (engine, b) in &bundles {
+            group.bench_function(*engine, |iter| iter.iter(|| bench.run(b, route, "")));
+        }
+        group.finish();
+    }
 
     let mut group = c.benchmark_group("compute_10k_reuse");
     group.throughput(Throughput::Elements(1));

@@ -76,7 +76,9 @@ pub struct Metrics {
     pub v8_contexts_created: AtomicU64,
     /// Bytes of V8 code cache a worker holds for the current app's modules.
     pub v8_code_cache_bytes: AtomicU64,
-    /// QuickJS runtimes created (one per QuickJS execution).
+    /// QuickJS realms (runtime and context, prelude run and hardened)
+    /// created: one per worker and app, plus one after each terminated or
+    /// unclean request, plus one every `REQUESTS_PER_REALM` requests.
     pub quickjs_runtimes_created: AtomicU64,
     pub v8: EngineMetrics,
     pub quickjs: EngineMetrics,

@@ -630,34 +630,34 @@ async fn no_state_survives_from_one_request_to_the_next() {
         },
         "overrides": ["Legacy", "legacy!", "own", "Sub", "Sub: m"],
     });
-    let contexts = || {
-        suite
-            .engine
-            .metrics()
-            .v8_contexts_created
-            .load(Ordering::Relaxed)
+    let realms = || {
+        let m = suite.engine.metrics();
+        (
+            m.v8_contexts_created.load(Ordering::Relaxed),
+            m.quickjs_runtimes_created.load(Ordering::Relaxed),
+        )
     };
-    // The first request prepares V8's context; the next ones run in the
-    // same context, each seeing none of what the one before did.
+    // The first request prepares each engine's realm; the next ones run in
+    // the same realm, each seeing none of what the one before did.
     for _ in 0..3 {
         assert_eq!(json_body(suite.same("/isolation", "{}").await), clean);
     }
-    let prepared = contexts();
+    let prepared = realms();
     for _ in 0..3 {
         assert_eq!(json_body(suite.same("/isolation", "{}").await), clean);
     }
-    assert_eq!(
-        contexts(),
-        prepared,
-        "V8 reused its context for clean requests"
-    );
-    // A global that cannot be deleted makes V8 replace the context.
+    assert_eq!(realms(), prepared, "both engines reused their realm");
+    // A global that cannot be deleted makes both replace the realm.
     assert_eq!(
         json_body(suite.same("/isolation", r#"{"sticky": true}"#).await),
         clean
     );
     assert_eq!(json_body(suite.same("/isolation", "{}").await), clean);
-    assert_eq!(contexts(), prepared + 1, "an unclean context is replaced");
+    assert_eq!(
+        realms(),
+        (prepared.0 + 1, prepared.1 + 1),
+        "an unclean realm is replaced"
+    );
 }
 
 #[tokio::test]
@@ -746,7 +746,10 @@ async fn infinite_loops_time_out_and_the_next_request_is_fine() {
     assert_eq!(m.timeouts.load(Relaxed), 6);
     assert_eq!(m.v8.executions.load(Relaxed), 6);
     assert_eq!(m.quickjs.executions.load(Relaxed), 6);
-    assert_eq!(m.quickjs_runtimes_created.load(Relaxed), 6);
+    // One realm (runtime or context) to start with, and a new one after
+    // each of the three terminated executions; the fine requests reuse it.
+    assert_eq!(m.quickjs_runtimes_created.load(Relaxed), 4);
+    assert_eq!(m.v8_contexts_created.load(Relaxed), 4);
 }
 
 #[tokio::test]

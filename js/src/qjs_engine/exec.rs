@@ -1,6 +1,15 @@
-//! One execution of an endpoint on a fresh QuickJS runtime: limits, the
-//! shared prelude, the app's modules, the handler, the response. The steps
-//! and the errors are those of `v8_engine/exec.rs`.
+//! Executions on QuickJS in a hardened realm, the same model as V8's
+//! (`v8_engine/exec.rs`): a [`Realm`] is one runtime and context prepared
+//! once (the QuickJS guard, the shared prelude, `harden.js`), then serving
+//! request after request of one app, each with fresh instances of the
+//! app's modules, leftover jobs run after the response, and the globals
+//! restored by `endRequest`.
+//!
+//! QuickJS keeps every module it loaded until its context is freed, and
+//! finds an imported module by name. So each request loads the app's
+//! modules under names of its own (`app.js#7`: the module name and the
+//! realm's request number), and a realm is retired after
+//! [`REQUESTS_PER_REALM`] requests, which bounds what it accumulates.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -13,109 +22,250 @@ use rquickjs::loader::{Loader, Resolver};
 use rquickjs::module::Declared;
 use rquickjs::promise::PromiseState;
 use rquickjs::{
-    qjs, Array, Context, Ctx, Exception, Function, Module, Object, Promise, Runtime, Value,
+    qjs, Array, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise, Runtime,
+    Value,
 };
 
 use super::host::{self, Shared, State};
 use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
 
-/// Runs `endpoint` for `request` inside `tx` on a runtime of its own,
-/// bounded by `limits` (`stack` is the stack limit in bytes, already
-/// clamped to what the thread has). The runtime is gone when this returns.
+/// Requests a realm serves before it is replaced: each leaves its module
+/// instances in the context until then.
+pub(super) const REQUESTS_PER_REALM: u64 = 64;
+
+const PRELUDE: &str = crate::PRELUDE;
+const HARDEN: &str = crate::HARDEN;
+const QJS_PRELUDE: &str = include_str!("prelude.js");
+
+/// What the interrupt handler watches during a request.
+struct Watch {
+    /// `None` between requests, or when the budget is too large to
+    /// represent (no limit).
+    deadline: Cell<Option<Instant>>,
+    timed_out: Cell<bool>,
+    /// Set when the heap (nearly) ran out; QuickJS's own out-of-memory
+    /// error sets it too (through the native prepareStackTrace).
+    out_of_memory: Rc<Cell<bool>>,
+}
+
+/// One prepared runtime and context, and the prelude's functions in it.
+pub(super) struct Realm {
+    // Field order is drop order: the JS handles go before the context,
+    // the context before the runtime.
+    make_request: Persistent<Function<'static>>,
+    to_response: Persistent<Function<'static>>,
+    end_request: Persistent<Function<'static>>,
+    context: Context,
+    runtime: Runtime,
+    host: Shared,
+    watch: Rc<Watch>,
+    bundle: Arc<AppBundle>,
+    heap_limit: usize,
+    served: u64,
+}
+
+impl Realm {
+    /// Prepares a realm for `bundle` under `limits`' heap limit.
+    pub(super) fn new(bundle: &Arc<AppBundle>, limits: &Limits) -> Result<Realm, JsError> {
+        let runtime = Runtime::new()
+            .map_err(|e| JsError::Internal(format!("cannot create a QuickJS runtime: {e}")))?;
+        // 0 would mean "no limit" to QuickJS.
+        runtime.set_memory_limit(limits.max_heap_bytes.max(1));
+        runtime.set_loader(
+            BundleResolver,
+            BundleLoader {
+                bundle: bundle.clone(),
+            },
+        );
+        let context = match Context::full(&runtime) {
+            Ok(c) => c,
+            // Not even the intrinsics fit in the memory limit.
+            Err(_) => return Err(JsError::HeapLimit(limits.max_heap_bytes)),
+        };
+        let watch = Rc::new(Watch {
+            deadline: Cell::new(None),
+            timed_out: Cell::new(false),
+            out_of_memory: Rc::new(Cell::new(false)),
+        });
+        // SAFETY: asks the live context for its runtime.
+        let raw_rt = context.with(|ctx| unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) });
+        {
+            let watch = watch.clone();
+            let probe = heap_probe_bytes(limits.max_heap_bytes);
+            // QuickJS polls this every few thousand operations; `true`
+            // throws an exception scripts cannot catch. It stops the script
+            // past the deadline, or once the heap is (nearly) full:
+            // QuickJS's own out-of-memory errors can be caught by scripts,
+            // V8's heap limit cannot, and this keeps the engines alike.
+            runtime.set_interrupt_handler(Some(Box::new(move || {
+                if watch.out_of_memory.get() || !heap_has_room(raw_rt, probe) {
+                    watch.out_of_memory.set(true);
+                    return true;
+                }
+                let late = watch.deadline.get().is_some_and(|d| Instant::now() >= d);
+                if late {
+                    watch.timed_out.set(true);
+                }
+                late
+            })));
+        }
+        let host: Shared = Rc::new(RefCell::new(State::default()));
+        // Preparing runs under the request's time limit too.
+        watch
+            .deadline
+            .set(Instant::now().checked_add(Duration::from_millis(limits.max_execution_time_ms)));
+        let prepared = context.with(|ctx| prepare(&ctx, &host, &watch, limits));
+        watch.deadline.set(None);
+        let (make_request, to_response, end_request) = prepared?;
+        Ok(Realm {
+            make_request,
+            to_response,
+            end_request,
+            context,
+            runtime,
+            host,
+            watch,
+            bundle: bundle.clone(),
+            heap_limit: limits.max_heap_bytes,
+            served: 0,
+        })
+    }
+
+    /// Whether this realm can serve `bundle` under `limits` (another app
+    /// or another heap limit needs a new realm).
+    pub(super) fn serves(&self, bundle: &Arc<AppBundle>, limits: &Limits) -> bool {
+        Arc::ptr_eq(&self.bundle, bundle) && self.heap_limit == limits.max_heap_bytes
+    }
+}
+
+type Prepared = (
+    Persistent<Function<'static>>,
+    Persistent<Function<'static>>,
+    Persistent<Function<'static>>,
+);
+
+fn prepare<'js>(
+    ctx: &Ctx<'js>,
+    host: &Shared,
+    watch: &Watch,
+    limits: &Limits,
+) -> Result<Prepared, JsError> {
+    let cl = Classify {
+        timed_out: &watch.timed_out,
+        out_of_memory: watch.out_of_memory.clone(),
+        deadline: watch.deadline.get(),
+        limits,
+    };
+    let setup = |what: &'static str| {
+        let cl = &cl;
+        move |e| cl.internal(ctx, e, what)
+    };
+    // QuickJS-specific protection first (see qjs_engine/prelude.js).
+    let guard: Function = ctx
+        .eval(QJS_PRELUDE)
+        .map_err(setup("running the QuickJS prelude"))?;
+    let out_of_memory = watch.out_of_memory.clone();
+    let prepare = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+        host::prepare_stack_trace(ctx, args, &out_of_memory)
+    })
+    .map_err(setup("running the QuickJS prelude"))?;
+    guard
+        .call::<_, ()>((prepare,))
+        .map_err(setup("running the QuickJS prelude"))?;
+    // The prelude: builds `ccf`, returns {makeRequest, toResponse}.
+    let natives = host::natives(ctx, host).map_err(setup("installing the host API"))?;
+    let factory: Function = ctx.eval(PRELUDE).map_err(setup("running the prelude"))?;
+    let helpers: Object = factory
+        .call((natives,))
+        .map_err(setup("running the prelude"))?;
+    let make_request: Function = helpers
+        .get("makeRequest")
+        .map_err(setup("reading makeRequest"))?;
+    let to_response: Function = helpers
+        .get("toResponse")
+        .map_err(setup("reading toResponse"))?;
+    // Then the builtins are frozen, as on V8 (harden.js).
+    let harden: Function = ctx.eval(HARDEN).map_err(setup("running harden.js"))?;
+    let end_request: Function = harden.call(()).map_err(setup("running harden.js"))?;
+    Ok((
+        Persistent::save(ctx, make_request),
+        Persistent::save(ctx, to_response),
+        Persistent::save(ctx, end_request),
+    ))
+}
+
+/// The result of one execution, and whether its realm may serve another.
+pub(super) struct Outcome {
+    pub(super) result: Result<(JsResponse, Tx), JsError>,
+    pub(super) realm_clean: bool,
+}
+
+/// Runs `endpoint` for `request` inside `tx` in `realm`, bounded by
+/// `limits` (`stack` is the stack limit in bytes, already clamped to what
+/// the thread has).
 pub(super) fn run(
-    bundle: &Arc<AppBundle>,
+    realm: &mut Realm,
     endpoint: &EndpointDef,
     request: &JsRequest,
     tx: Tx,
     consensus: Option<Arc<dyn ConsensusView>>,
     limits: &Limits,
     stack: usize,
-) -> Result<(JsResponse, Tx), JsError> {
-    let host: Shared = Rc::new(RefCell::new(State {
-        tx: Some(tx),
-        claims_digest: None,
-        consensus,
-    }));
-    let outcome = run_fresh(&host, bundle, endpoint, request, limits, stack);
-    let (tx, claims_digest) = match host.try_borrow_mut() {
-        Ok(mut state) => (state.tx.take(), state.claims_digest.take()),
-        Err(_) => (None, None),
-    };
-    let response = outcome?;
-    let tx =
-        tx.ok_or_else(|| JsError::Internal("the transaction was lost during execution".into()))?;
-    Ok((
-        JsResponse {
-            claims_digest,
-            ..response
-        },
-        tx,
-    ))
-}
-
-fn run_fresh(
-    host: &Shared,
-    bundle: &Arc<AppBundle>,
-    endpoint: &EndpointDef,
-    request: &JsRequest,
-    limits: &Limits,
-    stack: usize,
-) -> Result<JsResponse, JsError> {
-    let rt = Runtime::new()
-        .map_err(|e| JsError::Internal(format!("cannot create a QuickJS runtime: {e}")))?;
-    // 0 would mean "no limit" to QuickJS.
-    rt.set_memory_limit(limits.max_heap_bytes.max(1));
-    rt.set_max_stack_size(stack);
-    rt.set_loader(
-        BundleResolver,
-        BundleLoader {
-            bundle: bundle.clone(),
-        },
-    );
-    let context = match Context::full(&rt) {
-        Ok(c) => c,
-        // Not even the intrinsics fit in the memory limit.
-        Err(_) => return Err(JsError::HeapLimit(limits.max_heap_bytes)),
-    };
-    // SAFETY: asks the live context for its runtime.
-    let raw_rt = context.with(|ctx| unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) });
-    let timed_out = Rc::new(Cell::new(false));
-    let out_of_memory = Rc::new(Cell::new(false));
-    // A budget too large to represent is no limit.
-    let deadline = Instant::now().checked_add(Duration::from_millis(limits.max_execution_time_ms));
+) -> Outcome {
     {
-        let timed_out = timed_out.clone();
-        let out_of_memory = out_of_memory.clone();
-        let probe = heap_probe_bytes(limits.max_heap_bytes);
-        // QuickJS polls this every few thousand operations; `true` throws
-        // an exception scripts cannot catch. It stops the script past the
-        // deadline, or once the heap is (nearly) full: QuickJS's own
-        // out-of-memory errors can be caught by scripts, V8's heap limit
-        // cannot, and this keeps the engines alike.
-        rt.set_interrupt_handler(Some(Box::new(move || {
-            if out_of_memory.get() || !heap_has_room(raw_rt, probe) {
-                out_of_memory.set(true);
-                return true;
-            }
-            let late = deadline.is_some_and(|d| Instant::now() >= d);
-            if late {
-                timed_out.set(true);
-            }
-            late
-        })));
+        let mut state = realm.host.borrow_mut();
+        state.tx = Some(tx);
+        state.claims_digest = None;
+        state.consensus = consensus;
     }
-    let classify = Classify {
-        timed_out: &timed_out,
-        out_of_memory,
-        deadline,
+    realm.served += 1;
+    realm.runtime.set_max_stack_size(stack);
+    let watch = realm.watch.clone();
+    watch.timed_out.set(false);
+    // A budget too large to represent is no limit.
+    watch
+        .deadline
+        .set(Instant::now().checked_add(Duration::from_millis(limits.max_execution_time_ms)));
+    let cl = Classify {
+        timed_out: &watch.timed_out,
+        out_of_memory: watch.out_of_memory.clone(),
+        deadline: watch.deadline.get(),
         limits,
     };
-    let result = context.with(|ctx| in_context(&ctx, host, bundle, endpoint, request, &classify));
-    // The runtime's objects hold clones of `host`: they go first.
-    drop(context);
-    drop(rt);
-    result
+    let suffix = format!("#{}", realm.served);
+    let (outcome, clean) = realm
+        .context
+        .with(|ctx| in_realm(&ctx, realm, endpoint, request, &suffix, &cl));
+    watch.deadline.set(None);
+    let (tx, claims_digest, consensus) = match realm.host.try_borrow_mut() {
+        Ok(mut state) => (
+            state.tx.take(),
+            state.claims_digest.take(),
+            state.consensus.take(),
+        ),
+        Err(_) => (None, None, None),
+    };
+    drop(consensus);
+    let realm_clean = clean
+        && cl.limit().is_none()
+        && !watch.out_of_memory.get()
+        && realm.served < REQUESTS_PER_REALM;
+    let result = outcome.and_then(|response| {
+        let tx = tx
+            .ok_or_else(|| JsError::Internal("the transaction was lost during execution".into()))?;
+        Ok((
+            JsResponse {
+                claims_digest,
+                ..response
+            },
+            tx,
+        ))
+    });
+    Outcome {
+        result,
+        realm_clean,
+    }
 }
 
 /// How close to the memory limit the heap counts as full: a sixteenth of
@@ -143,7 +293,17 @@ fn heap_has_room(rt: *mut qjs::JSRuntime, probe: usize) -> bool {
     true
 }
 
-/// Imports resolve against the importing module's name, as on V8.
+/// The module name without the request's suffix (`app.js#7` → `app.js`),
+/// and the suffix.
+fn split_request_suffix(name: &str) -> (&str, &str) {
+    match name.rfind('#') {
+        Some(i) => name.split_at(i),
+        None => (name, ""),
+    }
+}
+
+/// Imports resolve against the importing module's name, as on V8, and
+/// stay in the importing request's set of instances.
 struct BundleResolver;
 
 impl Resolver for BundleResolver {
@@ -153,7 +313,8 @@ impl Resolver for BundleResolver {
         base: &str,
         name: &str,
     ) -> rquickjs::Result<String> {
-        Ok(resolve_specifier(base, name))
+        let (base, suffix) = split_request_suffix(base);
+        Ok(format!("{}{suffix}", resolve_specifier(base, name)))
     }
 }
 
@@ -164,68 +325,74 @@ struct BundleLoader {
 
 impl Loader for BundleLoader {
     fn load<'js>(&mut self, ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Module<'js, Declared>> {
-        match self.bundle.module(name) {
+        let (module, _) = split_request_suffix(name);
+        match self.bundle.module(module) {
             Some(source) => Module::declare(ctx.clone(), name, source),
             None => Err(Exception::throw_message(
                 ctx,
-                &format!("no module named {name:?} in the app bundle"),
+                &format!("no module named {module:?} in the app bundle"),
             )),
         }
     }
 }
 
-const PRELUDE: &str = crate::PRELUDE;
-const HARDEN: &str = crate::HARDEN;
-const QJS_PRELUDE: &str = include_str!("prelude.js");
-
-fn in_context<'js>(
+/// One request in the realm's context. Returns the response and whether
+/// the realm is still clean.
+fn in_realm<'js>(
     ctx: &Ctx<'js>,
-    host: &Shared,
-    bundle: &AppBundle,
+    realm: &Realm,
     endpoint: &EndpointDef,
     request: &JsRequest,
+    suffix: &str,
+    cl: &Classify<'_>,
+) -> (Result<JsResponse, JsError>, bool) {
+    let outcome = respond(ctx, realm, endpoint, request, suffix, cl);
+    if cl.limit().is_some() {
+        return (outcome, false);
+    }
+    // Jobs left queued run now, in this request's time and transaction.
+    while ctx.execute_pending_job() {}
+    if cl.limit().is_some() {
+        let _ = ctx.catch();
+        return (outcome, false);
+    }
+    let clean = realm
+        .end_request
+        .clone()
+        .restore(ctx)
+        .and_then(|f| f.call::<_, bool>(()))
+        .unwrap_or(false);
+    if !clean {
+        let _ = ctx.catch();
+    }
+    (outcome, clean)
+}
+
+fn respond<'js>(
+    ctx: &Ctx<'js>,
+    realm: &Realm,
+    endpoint: &EndpointDef,
+    request: &JsRequest,
+    suffix: &str,
     cl: &Classify<'_>,
 ) -> Result<JsResponse, JsError> {
-    // The prelude: builds `ccf`, returns {makeRequest, toResponse}.
-    let setup = |what: &'static str| move |e| cl.internal(ctx, e, what);
-    // QuickJS-specific protection first (see qjs_engine/prelude.js).
-    let guard: Function = ctx
-        .eval(QJS_PRELUDE)
-        .map_err(setup("running the QuickJS prelude"))?;
-    let out_of_memory = cl.out_of_memory.clone();
-    let prepare = Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
-        host::prepare_stack_trace(ctx, args, &out_of_memory)
-    })
-    .map_err(setup("running the QuickJS prelude"))?;
-    guard
-        .call::<_, ()>((prepare,))
-        .map_err(setup("running the QuickJS prelude"))?;
-    let natives = host::natives(ctx, host).map_err(setup("installing the host API"))?;
-    let factory: Function = ctx.eval(PRELUDE).map_err(setup("running the prelude"))?;
-    let helpers: Object = factory
-        .call((natives,))
-        .map_err(setup("running the prelude"))?;
-    let make_request: Function = helpers
-        .get("makeRequest")
-        .map_err(setup("reading makeRequest"))?;
-    let to_response: Function = helpers
-        .get("toResponse")
-        .map_err(setup("reading toResponse"))?;
-    // The builtins are frozen as on V8 (harden.js), so that an app sees
-    // the same realm on both engines. This context serves one request, so
-    // the endRequest it returns is not needed.
-    let harden: Function = ctx.eval(HARDEN).map_err(setup("running harden.js"))?;
-    let _end_request: Function = harden.call(()).map_err(setup("running harden.js"))?;
+    let restore = |f: &Persistent<Function<'static>>| {
+        f.clone()
+            .restore(ctx)
+            .map_err(|e| cl.internal(ctx, e, "restoring the prelude"))
+    };
+    let make_request = restore(&realm.make_request)?;
+    let to_response = restore(&realm.to_response)?;
 
-    // The endpoint's module and its imports.
-    let handler = load_handler(ctx, bundle, endpoint, cl)?;
-
-    // The request object.
+    // The request object; this also resets the prelude's per-request state.
     let meta = request.meta_json()?;
     let body = host::array_buffer(ctx, &request.body).map_err(|e| cl.exception(ctx, e))?;
     let js_request: Value = make_request
         .call((meta, body))
         .map_err(|e| cl.exception(ctx, e))?;
+
+    // The endpoint's module and its imports, fresh for this request.
+    let handler = load_handler(ctx, &realm.bundle, endpoint, suffix, cl)?;
 
     // The handler, and its promise if it is async.
     let mut result: Value = handler
@@ -257,6 +424,7 @@ fn in_context<'js>(
     // expressions) can run past the deadline and finish: the answer is
     // still late.
     if cl.deadline.is_some_and(|d| Instant::now() >= d) {
+        cl.timed_out.set(true);
         return Err(JsError::Timeout(cl.limits.max_execution_time_ms));
     }
     Ok(response)
@@ -316,9 +484,11 @@ fn load_handler<'js>(
     ctx: &Ctx<'js>,
     bundle: &AppBundle,
     endpoint: &EndpointDef,
+    suffix: &str,
     cl: &Classify<'_>,
 ) -> Result<Function<'js>, JsError> {
     let name = endpoint.js_module.as_str();
+    let instance = format!("{name}{suffix}");
     let module_error = |what: &'static str| {
         move |e| match cl.exception(ctx, e) {
             JsError::Exception(detail) => {
@@ -328,9 +498,8 @@ fn load_handler<'js>(
         }
     };
     let declared = match bundle.module(name) {
-        Some(source) => {
-            Module::declare(ctx.clone(), name, source).map_err(module_error("cannot compile"))?
-        }
+        Some(source) => Module::declare(ctx.clone(), instance, source)
+            .map_err(module_error("cannot compile"))?,
         None => {
             return Err(JsError::Module(format!(
                 "module {name}: cannot compile: no module named {name:?} in the app bundle"

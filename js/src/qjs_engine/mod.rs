@@ -1,7 +1,8 @@
 //! The QuickJS engine (crate `rquickjs`, the same QuickJS-ng governance
-//! uses): a pool of worker threads fed by a channel from the async server,
-//! each request on a fresh QuickJS runtime and context, so nothing of one
-//! request is visible to the next. The node reaches it through
+//! uses): a pool of worker threads fed by a channel from the async server.
+//! Each worker keeps one hardened realm (runtime and context) per app and
+//! runs every request in it with fresh instances of the app's modules, as
+//! V8 does, so nothing of one request is visible to the next (`exec.rs`). The node reaches it through
 //! [`crate::JsEngine`], for apps whose `app.json` says
 //! `"engine": "quickjs"`.
 //!
@@ -97,6 +98,7 @@ impl QjsEngine {
 
 fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, capacity: usize) {
     let mut warned_stack = 0;
+    let mut realm: Option<exec::Realm> = None;
     loop {
         let Some(job) = jobs.next() else {
             break;
@@ -111,9 +113,6 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
             );
         }
         let stack = limits.max_stack_bytes.clamp(MIN_STACK_BYTES, capacity);
-        metrics
-            .quickjs_runtimes_created
-            .fetch_add(1, Ordering::Relaxed);
         let Job {
             bundle,
             endpoint,
@@ -124,10 +123,26 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
             reply,
         } = job;
         let _in_request = span.enter();
+        if realm.as_ref().is_some_and(|r| !r.serves(&bundle, &limits)) {
+            realm = None;
+        }
         // A panic (a bug in the engine or the bindings) fails this request
-        // only; the worker goes on.
+        // only, and its realm is dropped; the worker goes on.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            exec::run(&bundle, &endpoint, &request, tx, consensus, &limits, stack)
+            let mut r = match realm.take() {
+                Some(r) => r,
+                None => {
+                    metrics
+                        .quickjs_runtimes_created
+                        .fetch_add(1, Ordering::Relaxed);
+                    exec::Realm::new(&bundle, &limits)?
+                }
+            };
+            let outcome = exec::run(&mut r, &endpoint, &request, tx, consensus, &limits, stack);
+            if outcome.realm_clean {
+                realm = Some(r);
+            }
+            outcome.result
         }))
         .unwrap_or_else(|_| Err(JsError::Internal("the QuickJS engine panicked".into())));
         metrics.record(Engine::QuickJs, &result);
