@@ -216,6 +216,21 @@ struct WatchState {
     deadline: Option<Instant>,
     fired: bool,
     stop: bool,
+    /// What the watchdog thread is waiting for, so that arming wakes it
+    /// only when it must (waking a thread per request costs more than
+    /// most handlers).
+    sleeping: Sleeping,
+}
+
+#[derive(Clone, Copy)]
+enum Sleeping {
+    /// Running: it looks at the deadline before it sleeps again.
+    Awake,
+    /// Until woken.
+    Indefinitely,
+    /// Until this instant (an earlier request's deadline); a later
+    /// deadline is seen then.
+    Until(Instant),
 }
 
 impl Watchdog {
@@ -226,6 +241,7 @@ impl Watchdog {
                 deadline: None,
                 fired: false,
                 stop: false,
+                sleeping: Sleeping::Awake,
             }),
             wake: Condvar::new(),
         });
@@ -246,7 +262,11 @@ impl Watchdog {
                 return;
             }
             match s.deadline {
-                None => s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    s.sleeping = Sleeping::Indefinitely;
+                    s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                    s.sleeping = Sleeping::Awake;
+                }
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -256,11 +276,13 @@ impl Watchdog {
                         s.fired = true;
                         s.deadline = None;
                     } else {
+                        s.sleeping = Sleeping::Until(deadline);
                         s = self
                             .wake
                             .wait_timeout(s, deadline - now)
                             .unwrap_or_else(|e| e.into_inner())
                             .0;
+                        s.sleeping = Sleeping::Awake;
                     }
                 }
             }
@@ -269,10 +291,23 @@ impl Watchdog {
 
     fn arm(&self, handle: v8::IsolateHandle, budget: Duration) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.handle = Some(handle);
-        s.deadline = Some(Instant::now() + budget);
         s.fired = false;
-        self.wake.notify_one();
+        // A budget too large to represent is no limit.
+        let Some(deadline) = Instant::now().checked_add(budget) else {
+            s.deadline = None;
+            return;
+        };
+        s.handle = Some(handle);
+        s.deadline = Some(deadline);
+        s.fired = false;
+        let must_wake = match s.sleeping {
+            Sleeping::Awake => false,
+            Sleeping::Indefinitely => true,
+            Sleeping::Until(t) => deadline < t,
+        };
+        if must_wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Returns whether the deadline passed (and termination was requested).
