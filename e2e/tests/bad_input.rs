@@ -1,7 +1,10 @@
 //! Bad input gets a clear 4xx (or a 500 for a failing handler) with CCF's
-//! JSON error shape, and changes nothing.
+//! JSON error shape, and changes nothing; handlers that try to take the
+//! node down (samples/bench's bombs) get a clean 500 on both JS engines.
 
-use charter_e2e::{keygen, Cluster, ClusterOptions};
+use std::time::Duration;
+
+use charter_e2e::{eventually, keygen, repo_root, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
@@ -170,5 +173,140 @@ async fn failing_handlers_give_500_and_leave_no_writes() -> anyhow::Result<()> {
     // no_auth endpoints need no certificate.
     let r = c.anonymous.get(url("/app/open")).send().await?;
     assert_eq!(r.status(), 200);
+    Ok(())
+}
+
+/// samples/bench's bombs and the code each must get with its 500 (the same
+/// table as loadgen's).
+const BOMBS: [(&str, &str); 8] = [
+    ("loop", "JSExecutionTimeExceeded"),
+    ("heap", "JSHeapLimitExceeded"),
+    ("array_buffers", "JSHeapLimitExceeded"),
+    ("string_doubling", "JSHeapLimitExceeded"),
+    ("recursion", "JSException"),
+    ("deep_json", "JSException"),
+    ("huge_response", "JSHeapLimitExceeded"),
+    ("throw", "JSException"),
+];
+
+/// Every bomb once, each followed by a normal write; then `/compute`,
+/// whose answer is returned.
+async fn bench_app_survives_bombs(c: &Cluster, engine: &str) -> anyhow::Result<Value> {
+    let url = |p: &str| c.nodes[0].url(p);
+    let metrics = c.get_json(0, "/node/js_metrics").await?;
+    assert_eq!(metrics["engine"], engine, "{metrics}");
+    assert!(metrics["rss_bytes"].as_u64().unwrap_or(0) > 0, "{metrics}");
+    for (i, (kind, code)) in BOMBS.into_iter().enumerate() {
+        let (s, got, m) =
+            error_of(c.user.get(url(&format!("/app/bomb/{kind}"))).send().await?).await;
+        assert_eq!((s, got.as_str()), (500, code), "{engine} {kind}: {m}");
+        let r = c
+            .user
+            .post(url("/app/log"))
+            .json(&json!({"id": i, "msg": format!("after {kind}")}))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 200, "{engine}: a write after {kind}");
+    }
+    let r = c.user.get(url("/app/compute")).send().await?;
+    assert_eq!(r.status(), 200, "{engine} /compute");
+    let answer: Value = r.json().await?;
+    assert_eq!(answer["records"], 10_000, "{answer}");
+    let counted: u64 = answer["groups"]
+        .as_object()
+        .expect("groups")
+        .values()
+        .map(|g| g["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 10_000, "{answer}");
+    let m = c.get_json(0, "/node/js_metrics").await?;
+    assert!(m["rss_bytes"].as_u64().unwrap_or(0) > 0, "{m}");
+    Ok(answer)
+}
+
+/// The bench app on QuickJS (seeded with `app_engine`, as `charter sandbox
+/// --js-engine` does), then on V8 (by `set_js_app` with `"engine"` in its
+/// app.json): every bomb is a clean 500 on both, and `/compute` answers
+/// the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_bombs_are_clean_errors_on_both_engines() -> anyhow::Result<()> {
+    let mut opts = ClusterOptions::new(1);
+    opts.app = repo_root().join("samples/bench");
+    opts.extra_config = "app_engine = \"quickjs\"\n".into();
+    let c = Cluster::start(opts).await?;
+    // Limits that end the bombs quickly; the time limit leaves room for
+    // /compute on a debug build.
+    let limits = json!({"max_heap_bytes": 32 << 20, "max_stack_bytes": 1 << 20, "max_execution_time_ms": 1000});
+    let p = c.gov_json(
+        0,
+        &[
+            "propose",
+            "set_js_runtime_options",
+            "--args",
+            &limits.to_string(),
+        ],
+    )?;
+    let id = p["proposalId"].as_str().expect("proposalId");
+    assert_eq!(
+        c.gov_json(0, &["vote", id, "accept"])?["proposalState"],
+        "Accepted"
+    );
+    eventually(
+        "the limits are in force",
+        Duration::from_secs(20),
+        || async {
+            c.get_json(0, "/node/js_metrics")
+                .await
+                .is_ok_and(|m| m["limits"]["max_heap_bytes"] == limits["max_heap_bytes"])
+        },
+    )
+    .await;
+
+    let on_quickjs = bench_app_survives_bombs(&c, "quickjs").await?;
+
+    // The same app with "engine": "v8", through governance.
+    let bundle = c.dir.path().join("bench_v8");
+    std::fs::create_dir_all(bundle.join("src"))?;
+    for entry in std::fs::read_dir(repo_root().join("samples/bench/src"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), bundle.join("src").join(entry.file_name()))?;
+    }
+    let mut meta: Value = serde_json::from_str(&std::fs::read_to_string(
+        repo_root().join("samples/bench/app.json"),
+    )?)?;
+    meta["engine"] = json!("v8");
+    std::fs::write(bundle.join("app.json"), meta.to_string())?;
+    let p = c.gov_json(
+        0,
+        &[
+            "propose",
+            "set_js_app",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+    )?;
+    let id = p["proposalId"].as_str().expect("proposalId");
+    assert_eq!(
+        c.gov_json(0, &["vote", id, "accept"])?["proposalState"],
+        "Accepted"
+    );
+    eventually("the app runs on V8", Duration::from_secs(20), || async {
+        c.get_json(0, "/node/js_metrics")
+            .await
+            .is_ok_and(|m| m["engine"] == "v8")
+    })
+    .await;
+    let app = c.get_json(0, "/gov/service/javascript-app").await?;
+    assert_eq!(app["engine"], "v8", "{app}");
+
+    let on_v8 = bench_app_survives_bombs(&c, "v8").await?;
+    assert_eq!(on_v8, on_quickjs, "/compute differs between the engines");
+    let m = c.get_json(0, "/node/js_metrics").await?;
+    // Four heap-limit bombs and one time-limit bomb per engine.
+    assert!(m["limit_hits"]["heap"].as_u64().unwrap_or(0) >= 8, "{m}");
+    assert!(
+        m["limit_hits"]["execution_time"].as_u64().unwrap_or(0) >= 2,
+        "{m}"
+    );
     Ok(())
 }

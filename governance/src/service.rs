@@ -106,8 +106,9 @@ pub fn constitution(tx: &mut Tx) -> Option<String> {
     tx.get(CONSTITUTION, SINGLETON_KEY).map(|v| text(&v))
 }
 
-/// The governance-installed app: `app.json` text (CCF's metadata shape)
-/// and its modules, or `None` if there is none.
+/// The governance-installed app: `app.json` text (CCF's metadata shape,
+/// plus Charter's `"engine"` if the app chose one) and its modules, or
+/// `None` if there is none.
 pub fn js_app(tx: &mut Tx) -> Option<(String, std::collections::BTreeMap<String, String>)> {
     let modules: std::collections::BTreeMap<String, String> = tx
         .entries(MODULES)
@@ -127,7 +128,11 @@ pub fn js_app(tx: &mut Tx) -> Option<(String, std::collections::BTreeMap<String,
         let entry = by_path.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[method] = parse(&def);
     }
-    Some((json!({ "endpoints": by_path }).to_string(), modules))
+    let mut meta = json!({ "endpoints": by_path });
+    if let Some(engine) = tx.get(JS_APP_ENGINE, SINGLETON_KEY) {
+        meta["engine"] = json!(text(&engine));
+    }
+    Some((meta.to_string(), modules))
 }
 
 /// `GET /gov/service/javascript-app`.
@@ -135,10 +140,14 @@ pub fn js_app_view(tx: &mut Tx) -> Json {
     match js_app(tx) {
         Some((meta, modules)) => {
             let meta: Json = serde_json::from_str(&meta).unwrap_or(Json::Null);
-            json!({
+            let mut view = json!({
                 "endpoints": meta.get("endpoints"),
                 "modules": modules.keys().collect::<Vec<_>>(),
-            })
+            });
+            if let Some(engine) = meta.get("engine") {
+                view["engine"] = engine.clone();
+            }
+            view
         }
         None => json!({ "endpoints": {}, "modules": [] }),
     }
@@ -199,10 +208,23 @@ pub fn install_app(
         .get("endpoints")
         .and_then(|e| e.as_object())
         .ok_or_else(|| GovError::bad_request("InvalidApp", "app.json has no endpoints object"))?;
-    tx.clear(MODULES)
-        .map_err(|e| GovError::internal(e.to_string()))?;
-    tx.clear(ENDPOINTS)
-        .map_err(|e| GovError::internal(e.to_string()))?;
+    let engine = match meta.get("engine") {
+        None => None,
+        Some(Json::String(e)) if e == "v8" || e == "quickjs" => Some(e.as_str()),
+        Some(other) => {
+            return Err(GovError::bad_request(
+                "InvalidApp",
+                format!("app.json: engine must be \"v8\" or \"quickjs\", not {other}"),
+            ))
+        }
+    };
+    for map in [MODULES, ENDPOINTS, JS_APP_ENGINE] {
+        tx.clear(map)
+            .map_err(|e| GovError::internal(e.to_string()))?;
+    }
+    if let Some(engine) = engine {
+        set(tx, JS_APP_ENGINE, SINGLETON_KEY, engine.as_bytes())?;
+    }
     for (name, source) in modules {
         set(tx, MODULES, name.as_bytes(), source.as_bytes())?;
     }

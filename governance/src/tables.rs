@@ -28,6 +28,9 @@ pub const JS_RUNTIME_OPTIONS: &str = "public:ccf.gov.js_runtime_options";
 pub const MODULES: &str = "public:ccf.gov.modules";
 /// `"<method> <path>"` → endpoint properties JSON of that app.
 pub const ENDPOINTS: &str = "public:ccf.gov.endpoints";
+/// singleton → `"v8"` or `"quickjs"`: the engine of that app (Charter's,
+/// not CCF's: `"engine"` in the bundle's `app.json`). Absent means V8.
+pub const JS_APP_ENGINE: &str = "public:ccf.gov.js_app_engine";
 /// `"<created_at, 20 digits>:<hex SHA-256 of the request>"` → message
 /// type: the signed requests seen within the freshness window, so a
 /// replay is refused on every node.

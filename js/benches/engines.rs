@@ -9,9 +9,9 @@
 //!   JSON (the logging sample's write path);
 //! - `compute`: build 10,000 records, sort them and aggregate by group, in
 //!   JS;
-//! - `compute_reuse`: the same endpoint with `interpreter_reuse` (V8 keeps
-//!   its module instance, and so its optimised code, between requests;
-//!   QuickJS ignores the setting);
+//! - `compute_reuse`: the same endpoint with `interpreter_reuse` (the
+//!   module instance is kept between requests, and on V8 so is its
+//!   optimised code);
 //! - `compute_js`, `compute_js_reuse`: the same records sorted by a merge
 //!   sort written in JS over typed arrays and aggregated in integer
 //!   arithmetic, so that the time goes to the script rather than to

@@ -48,7 +48,7 @@ pub struct EndpointDef {
     pub forwarding_required: String,
     /// CCF's `interpreter_reuse` (`{"key": "..."}`): endpoints with the
     /// same key share a JS context that keeps module state and globals
-    /// between requests (V8 only; see [`EndpointDef::reuse_key`]).
+    /// between requests (see [`EndpointDef::reuse_key`]).
     #[serde(default)]
     pub interpreter_reuse: Option<serde_json::Value>,
     #[serde(default)]

@@ -661,14 +661,14 @@ async fn no_state_survives_from_one_request_to_the_next() {
 }
 
 #[tokio::test]
-async fn interpreter_reuse_keeps_module_state_per_key_on_v8() {
+async fn interpreter_reuse_keeps_module_state_per_key_on_both() {
     let suite = Suite::new();
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let body = json_body(suite.call(Engine::V8, "/reused", "").await);
+        let body = json_body(suite.same("/reused", "").await);
         seen.push((body["reusedCounter"].clone(), body["reusedGlobal"].clone()));
-        // The default context of the same worker sees none of it.
-        let isolation = json_body(suite.call(Engine::V8, "/isolation", "{}").await);
+        // The default realm of the same worker sees none of it.
+        let isolation = json_body(suite.same("/isolation", "{}").await);
         assert_eq!(isolation["seen"]["moduleCounter"], 1);
         assert_eq!(isolation["seen"]["leakedGlobal"], "absent");
     }
@@ -681,29 +681,31 @@ async fn interpreter_reuse_keeps_module_state_per_key_on_v8() {
         ]
     );
     // A new app (a new bundle) starts over.
-    let fresh = bundle(Engine::V8);
-    let (endpoint, params) = fresh.find("POST", "/reused").expect("endpoint");
-    let request = JsRequest {
-        method: "POST".into(),
-        path: "/app/reused".into(),
-        url: "/app/reused".into(),
-        route: "/reused".into(),
-        query: String::new(),
-        params,
-        headers: vec![],
-        body: Vec::new(),
-        caller: json!(null),
-    };
-    let (response, _) = suite
-        .engine
-        .execute(fresh.clone(), endpoint, request, suite.store.begin())
-        .await
-        .expect("reused endpoint runs");
-    let body: Json = serde_json::from_slice(&response.body).expect("JSON body");
-    assert_eq!(
-        body["reusedCounter"], 1,
-        "the reuse cache is flushed when the app changes"
-    );
+    for engine in ENGINES {
+        let fresh = bundle(engine);
+        let (endpoint, params) = fresh.find("POST", "/reused").expect("endpoint");
+        let request = JsRequest {
+            method: "POST".into(),
+            path: "/app/reused".into(),
+            url: "/app/reused".into(),
+            route: "/reused".into(),
+            query: String::new(),
+            params,
+            headers: vec![],
+            body: Vec::new(),
+            caller: json!(null),
+        };
+        let (response, _) = suite
+            .engine
+            .execute(fresh.clone(), endpoint, request, suite.store.begin())
+            .await
+            .expect("reused endpoint runs");
+        let body: Json = serde_json::from_slice(&response.body).expect("JSON body");
+        assert_eq!(
+            body["reusedCounter"], 1,
+            "{engine}: the reuse cache is flushed when the app changes"
+        );
+    }
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 //! node_address = "127.0.0.1:8100"         # mutual-TLS channel between nodes
 //! service_cert = "workspace/service_cert.pem"  # start: written here; join: read from here
 //! app = "samples/logging"                 # app bundle directory (or --app)
+//! app_engine = "quickjs"                  # start only: overrides "engine" in the app's app.json
 //! initial_users = ["workspace/user0_cert.pem"]  # start only: users of the new service
 //! initial_members = ["workspace/member0_cert.pem"]  # start only: the consortium
 //! constitution = "samples/constitution"   # start only: a .js file or a directory of them (default: built in)
@@ -35,6 +36,10 @@ pub struct NodeConfig {
     pub service_cert: PathBuf,
     #[serde(default)]
     pub app: Option<PathBuf>,
+    /// `"v8"` or `"quickjs"`: the engine the seeded app runs on, whatever
+    /// its `app.json` says (first start only, like `app`).
+    #[serde(default)]
+    pub app_engine: Option<String>,
     #[serde(default)]
     pub initial_users: Vec<PathBuf>,
     #[serde(default)]
@@ -131,6 +136,11 @@ impl NodeConfig {
         if self.js_workers == 0 {
             bail!("js_workers must be at least 1");
         }
+        if let Some(engine) = &self.app_engine {
+            if charter_js::Engine::from_name(engine).is_none() {
+                bail!("app_engine must be \"v8\" or \"quickjs\", not {engine:?}");
+            }
+        }
         if self.max_body_bytes == 0 {
             bail!("max_body_bytes must be at least 1");
         }
@@ -161,5 +171,14 @@ service_cert = "s.pem""#,
         c.check().unwrap();
         assert_eq!(c.max_body_bytes, 1024 * 1024);
         assert!(toml::from_str::<NodeConfig>("data_dir = \"d\"\nrpc_adress = \"x\"").is_err());
+    }
+
+    #[test]
+    fn app_engine_is_v8_or_quickjs() {
+        let base = "data_dir = \"d\"\nrpc_address = \"127.0.0.1:8000\"\nnode_address = \"127.0.0.1:8100\"\nservice_cert = \"s.pem\"\n";
+        for (engine, ok) in [("v8", true), ("quickjs", true), ("rhino", false)] {
+            let c: NodeConfig = toml::from_str(&format!("{base}app_engine = {engine:?}")).unwrap();
+            assert_eq!(c.check().is_ok(), ok, "{engine}");
+        }
     }
 }

@@ -236,7 +236,14 @@ impl Node {
         let members = read_certs(&config.initial_members, "initial member")?;
         let constitution = read_constitution(config.constitution.as_deref())?;
         let app = match app_dir.clone().or_else(|| config.app.clone()) {
-            Some(dir) => Some(read_app(&dir)?),
+            Some(dir) => {
+                let (meta, modules) = read_app(&dir)?;
+                let meta = match &config.app_engine {
+                    Some(engine) => with_engine(&meta, engine)?,
+                    None => meta,
+                };
+                Some((meta, modules))
+            }
             None => None,
         };
         save_identity(&config, 1, &node_identity, &service)?;
@@ -710,6 +717,18 @@ pub fn read_app(
         .map(|(name, src)| (name.to_string(), src.to_string()))
         .collect();
     Ok((meta, modules))
+}
+
+/// `app.json` text with its `"engine"` set to `engine` (`app_engine` in
+/// the config), so one bundle can be run on either engine.
+fn with_engine(app_json: &str, engine: &str) -> anyhow::Result<String> {
+    let mut meta: serde_json::Value =
+        serde_json::from_str(app_json).context("app.json is not JSON")?;
+    let Some(obj) = meta.as_object_mut() else {
+        bail!("app.json is not a JSON object");
+    };
+    obj.insert("engine".into(), serde_json::Value::String(engine.into()));
+    Ok(meta.to_string())
 }
 
 fn read_certs(paths: &[PathBuf], what: &str) -> anyhow::Result<Vec<String>> {

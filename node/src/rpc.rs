@@ -32,7 +32,7 @@ pub async fn handle(node: Arc<Node>, req: HttpRequest) -> Response<Body> {
         (Method::GET, "/node/tx") => node_tx(&node, &req),
         (Method::GET, "/node/version") => json_response(
             StatusCode::OK,
-            &json!({"version": env!("CARGO_PKG_VERSION"), "app_engine": "v8", "governance_engine": "quickjs"}),
+            &json!({"version": env!("CARGO_PKG_VERSION"), "app_engine": app_engine(&node), "governance_engine": "quickjs"}),
         ),
         (Method::GET, "/node/js_metrics") => js_metrics(&node),
         (Method::POST, "/node/join") => join(&node, req, false).await,
@@ -86,6 +86,31 @@ fn node_state(node: &Node) -> Response<Body> {
     )
 }
 
+/// The engine of the installed app (V8, the default, if there is none).
+fn app_engine(node: &Node) -> &'static str {
+    node.app()
+        .map_or(charter_js::Engine::default(), |app| app.engine())
+        .as_str()
+}
+
+/// This process's resident set size (`VmRSS` of `/proc/self/status`), in
+/// bytes; `None` where there is no `/proc`.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_rss(&status)
+}
+
+/// `VmRSS:   123456 kB` → 123456 × 1024.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let mut parts = line.split_whitespace();
+    let kib: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => kib.checked_mul(1024),
+        Some(_) => None,
+    }
+}
+
 fn js_metrics(node: &Node) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
     let m = node.engine.metrics();
@@ -93,11 +118,15 @@ fn js_metrics(node: &Node) -> Response<Body> {
     json_response(
         StatusCode::OK,
         &json!({
-            "engine": "v8",
+            "engine": app_engine(node),
+            "rss_bytes": rss_bytes(),
             "workers": node.engine.workers(),
             "executions": m.executions.load(Relaxed),
             "exceptions": m.exceptions.load(Relaxed),
             "isolates_created": m.isolates_created.load(Relaxed),
+            "v8_contexts_created": m.v8_contexts_created.load(Relaxed),
+            "v8_code_cache_bytes": m.v8_code_cache_bytes.load(Relaxed),
+            "quickjs_runtimes_created": m.quickjs_runtimes_created.load(Relaxed),
             "limit_hits": {
                 "execution_time": m.timeouts.load(Relaxed),
                 "heap": m.heap_limit_hits.load(Relaxed),
@@ -436,7 +465,28 @@ fn authenticate(
     )))
 }
 
+/// Numbers the app requests this node handles, for the request ids in
+/// its log lines.
+static APP_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs an app request inside a tracing span naming it (`n<node>-<count>`),
+/// so every log line it causes, `console.*` from the JS handler included,
+/// carries the id; the response carries it in `x-charter-request-id`.
 async fn handle_app(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<Body> {
+    use tracing::Instrument;
+    let n = APP_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("n{}-{n}", node.id);
+    let span = tracing::info_span!("request", id = %id);
+    let mut response = handle_app_in_span(node, req, forwarded)
+        .instrument(span)
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-charter-request-id", value);
+    }
+    response
+}
+
+async fn handle_app_in_span(node: &Arc<Node>, req: HttpRequest, forwarded: bool) -> Response<Body> {
     let Some(bundle) = node.app() else {
         return error_response(
             StatusCode::NOT_FOUND,
@@ -567,4 +617,21 @@ fn app_response(resp: charter_js::JsResponse, txid: TxId) -> Response<Body> {
         out.headers_mut().insert(TXID_HEADER, v);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vm_rss_in_bytes() {
+        let status = "Name:\tcharter\nVmPeak:\t  900 kB\nVmRSS:\t   51200 kB\nRssAnon:\t 100 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(51200 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\tlots kB\n"), None);
+        // On Linux the node reads its own.
+        if std::path::Path::new("/proc/self/status").exists() {
+            assert!(rss_bytes().is_some_and(|b| b > 0));
+        }
+    }
 }

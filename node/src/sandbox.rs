@@ -25,6 +25,10 @@ pub struct SandboxArgs {
     /// Node i serves clients on BASE+i and peers on BASE+100+i.
     #[arg(long, default_value_t = 8000)]
     base_port: u16,
+    /// Run the app on this JS engine, whatever "engine" its app.json says
+    /// (so one app can be benchmarked on both). New sandboxes only.
+    #[arg(long, value_name = "ENGINE", value_parser = ["v8", "quickjs"])]
+    js_engine: Option<String>,
 }
 
 struct Nodes(Vec<Child>);
@@ -56,7 +60,13 @@ impl Drop for Nodes {
     }
 }
 
-fn node_config(ws: &Path, i: usize, base: u16, nodes_app: &Path) -> String {
+fn node_config(
+    ws: &Path,
+    i: usize,
+    base: u16,
+    nodes_app: &Path,
+    js_engine: Option<&str>,
+) -> String {
     let rpc = base as usize + i;
     let peer = base as usize + 100 + i;
     let mut s = format!(
@@ -72,6 +82,9 @@ service_cert = {:?}\n",
         // The first node seeds the new service with the app; every node
         // then runs the app from the governance tables.
         s.push_str(&format!("app = {nodes_app:?}\n"));
+        if let Some(engine) = js_engine {
+            s.push_str(&format!("app_engine = {engine:?}\n"));
+        }
         s.push_str(&format!(
             "initial_users = [{:?}]\ninitial_members = [{:?}]\n",
             ws.join("user0_cert.pem"),
@@ -120,7 +133,10 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
     );
     for i in 0..args.nodes {
         let config = ws.join(format!("node{i}.toml"));
-        identity::write_public(&config, &node_config(&ws, i, args.base_port, &app))?;
+        identity::write_public(
+            &config,
+            &node_config(&ws, i, args.base_port, &app, args.js_engine.as_deref()),
+        )?;
         let verb = if i == 0 { "start" } else { "join" };
         let log_path = ws.join(format!("node{i}.log"));
         let log = std::fs::OpenOptions::new()
@@ -176,7 +192,17 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
             .block_on(crate::gov_cli::open_service(&member))
             .context("opening the service")?;
     }
-    print_banner(&ws, &args);
+    let engine = runtime.block_on(app_engine(&ws, args.base_port))?;
+    if let Some(wanted) = args.js_engine.as_deref() {
+        if wanted != engine {
+            bail!(
+                "this sandbox's app runs on {engine}: --js-engine {wanted} applies only when the \
+                 sandbox is created. Use another --workspace (or delete {}) for a new one",
+                ws.display()
+            );
+        }
+    }
+    print_banner(&ws, &args, &engine);
     // Ctrl-C (or SIGTERM) ends the sandbox; dropping `children` stops the nodes.
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -250,7 +276,25 @@ async fn wait_for_voters(
     }
 }
 
-fn print_banner(ws: &Path, args: &SandboxArgs) {
+/// The JS engine the service's app runs on, as node 0 reports it.
+async fn app_engine(ws: &Path, base: u16) -> anyhow::Result<String> {
+    let c = crate::tls::reqwest_client(
+        crate::tls::service_client(&std::fs::read_to_string(ws.join("service_cert.pem"))?, None)?,
+        Duration::from_secs(5),
+    )?;
+    let version: serde_json::Value = c
+        .get(format!("https://127.0.0.1:{base}/node/version"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    version["app_engine"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("/node/version has no app_engine: {version}"))
+}
+
+fn print_banner(ws: &Path, args: &SandboxArgs, engine: &str) {
     let ca = ws.join("service_cert.pem");
     let cert = ws.join("user0_cert.pem");
     let key = ws.join("user0_privk.pem");
@@ -263,7 +307,7 @@ fn print_banner(ws: &Path, args: &SandboxArgs) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "\nThe sandbox is up: {} nodes running {}",
+        "\nThe sandbox is up: {} nodes running {} on {engine}",
         args.nodes,
         args.app.display()
     );

@@ -1,8 +1,9 @@
 //! Makes governance take effect: watches the committed governance tables
 //! and changes the running node to match, on every node.
 //!
-//! - `public:ccf.gov.modules` / `endpoints` → the JS app is rebuilt and
-//!   replaced (new requests use it; running ones finish on the old one);
+//! - `public:ccf.gov.modules` / `endpoints` / `js_app_engine` → the JS app
+//!   is rebuilt and replaced (new requests use it; running ones finish on
+//!   the old one);
 //! - `public:ccf.gov.js_runtime_options` → the JS engine's limits;
 //! - `public:ccf.gov.nodes.info` → on the primary only: a node marked
 //!   Trusted becomes a Raft voter once caught up, a Retired one leaves the
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use charter_governance::{ENDPOINTS, JS_RUNTIME_OPTIONS, MODULES, SINGLETON_KEY};
+use charter_governance::{ENDPOINTS, JS_APP_ENGINE, JS_RUNTIME_OPTIONS, MODULES, SINGLETON_KEY};
 use charter_js::{AppBundle, Limits};
 
 use crate::node::Node;
@@ -42,6 +43,7 @@ pub fn spawn(node: Arc<Node>) {
             let app_now = (
                 node.store.committed_map_version(MODULES),
                 node.store.committed_map_version(ENDPOINTS),
+                node.store.committed_map_version(JS_APP_ENGINE),
             );
             if app_version != Some(app_now) {
                 app_version = Some(app_now);
@@ -108,6 +110,7 @@ fn reload_app(node: &Node) {
     };
     tracing::info!(
         installed = bundle.is_some(),
+        engine = bundle.as_ref().map(|b| b.engine().as_str()),
         "JS app (re)loaded from governance"
     );
     *node.app.write().unwrap_or_else(|e| e.into_inner()) = bundle;

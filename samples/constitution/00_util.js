@@ -16,6 +16,8 @@ const CONSTITUTION_TABLE = "public:ccf.gov.constitution";
 const JS_RUNTIME_OPTIONS = "public:ccf.gov.js_runtime_options";
 const APP_MODULES = "public:ccf.gov.modules";
 const APP_ENDPOINTS = "public:ccf.gov.endpoints";
+// Charter's: the app's "engine" ("v8" or "quickjs"); absent means V8.
+const APP_ENGINE = "public:ccf.gov.js_app_engine";
 
 // Single-value maps use eight zero bytes as their only key, as in CCF.
 function singletonKey() {

@@ -137,6 +137,7 @@ const setConstitution = action(
 const HTTP_METHODS = ["get", "put", "post", "delete", "patch", "head", "options"];
 const ENDPOINT_MODES = ["readwrite", "readonly", "historical"];
 const FORWARDING = ["sometimes", "always", "never"];
+const APP_ENGINES = ["v8", "quickjs"];
 
 function moduleName(name) {
   return name.startsWith("/") ? name.slice(1) : name;
@@ -170,6 +171,9 @@ function checkBundle(c, bundle) {
   if (!isPlainObject(metadata)) {
     c.problem("args.bundle.metadata must be an object {endpoints}");
     return;
+  }
+  if (metadata.engine !== undefined && !APP_ENGINES.includes(metadata.engine)) {
+    c.problem("args.bundle.metadata.engine must be one of " + APP_ENGINES.join(", "));
   }
   if (!isPlainObject(metadata.endpoints)) {
     c.problem("args.bundle.metadata.endpoints must be an object {\"/path\": {method: properties}}");
@@ -221,6 +225,7 @@ function checkBundle(c, bundle) {
 function clearApp() {
   table(APP_MODULES).clear();
   table(APP_ENDPOINTS).clear();
+  table(APP_ENGINE).clear();
 }
 
 const setJsApp = action(
@@ -237,6 +242,9 @@ const setJsApp = action(
       for (const [method, props] of Object.entries(methods)) {
         writeJson(APP_ENDPOINTS, method.toLowerCase() + " " + path, props);
       }
+    }
+    if (args.bundle.metadata.engine !== undefined) {
+      writeText(APP_ENGINE, singletonKey(), args.bundle.metadata.engine);
     }
   },
 );

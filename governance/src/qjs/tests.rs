@@ -191,6 +191,26 @@ fn validate_checks_js_app_bundles() {
         "{}",
         v.description
     );
+
+    let engine = |engine: Json| {
+        proposal(json!([{"name": "set_js_app", "args": {"bundle": {
+            "metadata": {"engine": engine, "endpoints": {"/log": {"get": endpoint}}},
+            "modules": [{"name": "logging.js", "module": "export function get() {}"}]
+        }}}]))
+    };
+    assert!(
+        c.validate(&mut tx, &engine(json!("quickjs")))
+            .expect("runs")
+            .valid
+    );
+    let v = c.validate(&mut tx, &engine(json!("rhino"))).expect("runs");
+    assert!(!v.valid);
+    assert!(
+        v.description
+            .contains("metadata.engine must be one of v8, quickjs"),
+        "{}",
+        v.description
+    );
 }
 
 #[test]
@@ -359,8 +379,28 @@ fn apply_installs_and_removes_a_js_app() {
         tx.entries(ENDPOINTS).into_keys().collect::<Vec<_>>(),
         vec![b"get /log".to_vec(), b"post /log".to_vec()]
     );
-    assert_eq!(get_json(&mut tx, ENDPOINTS, b"post /log"), Some(endpoint));
+    assert_eq!(
+        get_json(&mut tx, ENDPOINTS, b"post /log"),
+        Some(endpoint.clone())
+    );
+    assert_eq!(tx.size(JS_APP_ENGINE), 0, "no engine chosen, none written");
     commit(&s, 2, tx);
+
+    // The app's engine is kept, and the node reads it back with the app.
+    let p = proposal(json!([{"name": "set_js_app", "args": {"bundle": {
+        "metadata": {"engine": "quickjs", "endpoints": {"/log": {"get": endpoint}}},
+        "modules": [{"name": "logging.js", "module": "export function record() {}"}]
+    }}}]));
+    let mut tx = s.begin();
+    c.apply(&mut tx, &p, "p2").expect("apply");
+    assert_eq!(
+        get_text(&mut tx, JS_APP_ENGINE, SINGLETON_KEY).as_deref(),
+        Some("quickjs")
+    );
+    let (meta, _) = crate::service::js_app(&mut tx).expect("an app");
+    let meta: Json = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["engine"], "quickjs");
+    commit(&s, 3, tx);
 
     let mut tx = s.begin();
     c.apply(
@@ -371,6 +411,7 @@ fn apply_installs_and_removes_a_js_app() {
     .expect("apply");
     assert_eq!(tx.size(MODULES), 0);
     assert_eq!(tx.size(ENDPOINTS), 0);
+    assert_eq!(tx.size(JS_APP_ENGINE), 0);
 }
 
 #[test]

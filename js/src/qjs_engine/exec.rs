@@ -12,6 +12,7 @@
 //! [`REQUESTS_PER_REALM`] requests, which bounds what it accumulates.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +23,11 @@ use rquickjs::loader::{Loader, Resolver};
 use rquickjs::module::Declared;
 use rquickjs::promise::PromiseState;
 use rquickjs::{
-    qjs, Array, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise, Runtime,
-    Value,
+    Array, Context, Ctx, Exception, Function, Module, Object, Persistent, Promise, Runtime, Value,
 };
 
 use super::host::{self, Shared, State};
+use super::memory::{Budget, BudgetAllocator};
 use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
 
@@ -56,6 +57,9 @@ pub(super) struct Realm {
     make_request: Persistent<Function<'static>>,
     to_response: Persistent<Function<'static>>,
     end_request: Persistent<Function<'static>>,
+    /// Set for an interpreter-reuse realm: the handlers of its one set of
+    /// module instances, by (module, function).
+    reused: Option<RefCell<HashMap<(String, String), Persistent<Function<'static>>>>>,
     context: Context,
     runtime: Runtime,
     host: Shared,
@@ -66,12 +70,19 @@ pub(super) struct Realm {
 }
 
 impl Realm {
-    /// Prepares a realm for `bundle` under `limits`' heap limit.
-    pub(super) fn new(bundle: &Arc<AppBundle>, limits: &Limits) -> Result<Realm, JsError> {
-        let runtime = Runtime::new()
+    /// Prepares a realm for `bundle` under `limits`' heap limit; `reuse`
+    /// keeps module instances between requests.
+    pub(super) fn new(
+        bundle: &Arc<AppBundle>,
+        limits: &Limits,
+        reuse: bool,
+    ) -> Result<Realm, JsError> {
+        let out_of_memory = Rc::new(Cell::new(false));
+        // The heap limit is the allocator's, which reports a refusal at
+        // once (memory.rs); QuickJS's own limit stays off.
+        let budget = Budget::new(limits.max_heap_bytes, out_of_memory.clone());
+        let runtime = Runtime::new_with_alloc(BudgetAllocator(budget.clone()))
             .map_err(|e| JsError::Internal(format!("cannot create a QuickJS runtime: {e}")))?;
-        // 0 would mean "no limit" to QuickJS.
-        runtime.set_memory_limit(limits.max_heap_bytes.max(1));
         runtime.set_loader(
             BundleResolver,
             BundleLoader {
@@ -86,10 +97,8 @@ impl Realm {
         let watch = Rc::new(Watch {
             deadline: Cell::new(None),
             timed_out: Cell::new(false),
-            out_of_memory: Rc::new(Cell::new(false)),
+            out_of_memory,
         });
-        // SAFETY: asks the live context for its runtime.
-        let raw_rt = context.with(|ctx| unsafe { qjs::JS_GetRuntime(ctx.as_raw().as_ptr()) });
         {
             let watch = watch.clone();
             let probe = heap_probe_bytes(limits.max_heap_bytes);
@@ -99,7 +108,7 @@ impl Realm {
             // QuickJS's own out-of-memory errors can be caught by scripts,
             // V8's heap limit cannot, and this keeps the engines alike.
             runtime.set_interrupt_handler(Some(Box::new(move || {
-                if watch.out_of_memory.get() || !heap_has_room(raw_rt, probe) {
+                if watch.out_of_memory.get() || budget.room() < probe {
                     watch.out_of_memory.set(true);
                     return true;
                 }
@@ -122,6 +131,7 @@ impl Realm {
             make_request,
             to_response,
             end_request,
+            reused: reuse.then(|| RefCell::new(HashMap::new())),
             context,
             runtime,
             host,
@@ -247,10 +257,11 @@ pub(super) fn run(
         Err(_) => (None, None, None),
     };
     drop(consensus);
+    // A reused realm loads its modules once, so it does not accumulate.
     let realm_clean = clean
         && cl.limit().is_none()
         && !watch.out_of_memory.get()
-        && realm.served < REQUESTS_PER_REALM;
+        && (realm.reused.is_some() || realm.served < REQUESTS_PER_REALM);
     let result = outcome.and_then(|response| {
         let tx = tx
             .ok_or_else(|| JsError::Internal("the transaction was lost during execution".into()))?;
@@ -275,22 +286,6 @@ pub(super) fn run(
 /// error object (it throws `null`) and the script catches that.
 fn heap_probe_bytes(max_heap_bytes: usize) -> usize {
     (max_heap_bytes / 16).clamp(64 * 1024, 1024 * 1024)
-}
-
-/// Whether the runtime could still allocate `probe` bytes: allocates them
-/// under the memory limit and frees them at once.
-fn heap_has_room(rt: *mut qjs::JSRuntime, probe: usize) -> bool {
-    // SAFETY: called by QuickJS from the interrupt handler of `rt`, which
-    // is alive; js_malloc_rt only accounts and allocates (no GC, no
-    // exception), and the block is freed right away.
-    unsafe {
-        let block = qjs::js_malloc_rt(rt, probe as qjs::size_t);
-        if block.is_null() {
-            return false;
-        }
-        qjs::js_free_rt(rt, block);
-    }
-    true
 }
 
 /// The module name without the request's suffix (`app.js#7` → `app.js`),
@@ -356,6 +351,9 @@ fn in_realm<'js>(
         let _ = ctx.catch();
         return (outcome, false);
     }
+    if realm.reused.is_some() {
+        return (outcome, true);
+    }
     let clean = realm
         .end_request
         .clone()
@@ -391,8 +389,28 @@ fn respond<'js>(
         .call((meta, body))
         .map_err(|e| cl.exception(ctx, e))?;
 
-    // The endpoint's module and its imports, fresh for this request.
-    let handler = load_handler(ctx, &realm.bundle, endpoint, suffix, cl)?;
+    // The endpoint's module and its imports: fresh for this request, or
+    // the reused realm's one set (under one suffix, so that imports find
+    // the instances already loaded).
+    let handler = match &realm.reused {
+        None => load_handler(ctx, &realm.bundle, endpoint, suffix, cl)?,
+        Some(handlers) => {
+            let id = (endpoint.js_module.clone(), endpoint.js_function.clone());
+            let kept = handlers.borrow().get(&id).cloned();
+            match kept {
+                Some(h) => h
+                    .restore(ctx)
+                    .map_err(|e| cl.internal(ctx, e, "restoring a reused handler"))?,
+                None => {
+                    let h = load_handler(ctx, &realm.bundle, endpoint, "#reused", cl)?;
+                    handlers
+                        .borrow_mut()
+                        .insert(id, Persistent::save(ctx, h.clone()));
+                    h
+                }
+            }
+        }
+    };
 
     // The handler, and its promise if it is async.
     let mut result: Value = handler
@@ -600,27 +618,13 @@ impl Classify<'_> {
             other => return JsError::Exception(other.to_string()),
         }
         let thrown = ctx.catch();
-        if host::is_out_of_memory_error(ctx, &thrown)
-            || (thrown.is_null() && self.heap_was_full(ctx))
-        {
+        // The allocator flags its refusals (see `limit` above); QuickJS's
+        // own out-of-memory error (a size it refused before asking the
+        // allocator) is the heap limit too.
+        if host::is_out_of_memory_error(ctx, &thrown) {
             return JsError::HeapLimit(self.limits.max_heap_bytes);
         }
         JsError::Exception(describe(ctx, &thrown))
-    }
-
-    /// Whether the heap was full when the script failed. QuickJS throws
-    /// `null` when it cannot even allocate its out-of-memory error; a
-    /// script may also throw `null` itself. The two are told apart by the
-    /// garbage collector's threshold, which QuickJS sets to 1.5 times the
-    /// live heap after each collection: a heap that filled up has it past
-    /// half the limit (collections run all the way up), while a script
-    /// that throws `null` with little memory in use has it far below.
-    fn heap_was_full<'js>(&self, ctx: &Ctx<'js>) -> bool {
-        // SAFETY: reads a field of this context's live runtime.
-        let threshold = unsafe {
-            rquickjs::qjs::JS_GetGCThreshold(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr()))
-        };
-        usize::try_from(threshold).unwrap_or(usize::MAX) >= self.limits.max_heap_bytes / 2
     }
 
     /// A failure while setting up (host API, prelude): a limit, or a bug.

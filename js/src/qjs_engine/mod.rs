@@ -7,9 +7,10 @@
 //! `"engine": "quickjs"`.
 //!
 //! Limits, per runtime, from the same [`Limits`] as V8:
-//! - heap: QuickJS's memory limit, which counts every allocation of the
-//!   runtime, ArrayBuffers included. Running out throws QuickJS's
-//!   `InternalError: out of memory`, reported as `JSHeapLimitExceeded`;
+//! - heap: the runtime's allocator counts every allocation, ArrayBuffers
+//!   included, and refuses past the limit (`memory.rs`); a refusal is
+//!   reported as `JSHeapLimitExceeded` even if the script caught the
+//!   error, and the realm is dropped;
 //! - stack: QuickJS's stack limit, clamped to
 //!   [`MIN_STACK_BYTES`]..=the worker thread's capacity (whose real stack
 //!   is larger still by a margin), so deep recursion is a catchable
@@ -23,7 +24,9 @@
 mod crypto_bindings;
 mod exec;
 mod host;
+mod memory;
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -38,10 +41,13 @@ use crate::jobs::{Job, JobQueue, Jobs};
 /// The smallest stack limit QuickJS gets, whatever the limits say (0 would
 /// mean "no limit" to QuickJS). V8 has the same floor (64 KiB).
 pub const MIN_STACK_BYTES: usize = 64 * 1024;
-/// Stack limits up to this are honoured without restarting workers: the
-/// worker threads are made with at least this much stack (it is only
-/// reserved address space until used).
-pub const DEFAULT_STACK_CAPACITY_BYTES: usize = 8 * 1024 * 1024;
+/// Stack limits up to this (governance's maximum) are honoured without
+/// restarting workers: the worker threads are made with at least this much
+/// stack (it is only reserved address space until used).
+pub const DEFAULT_STACK_CAPACITY_BYTES: usize = 64 * 1024 * 1024;
+/// Interpreter-reuse realms a worker keeps at most (one per reuse key),
+/// as on V8.
+const MAX_REUSED_REALMS: usize = 32;
 /// Real stack each worker has beyond its capacity, for the Rust and C
 /// frames around the interpreter and between its stack checks.
 const STACK_MARGIN_BYTES: usize = 4 * 1024 * 1024;
@@ -99,6 +105,8 @@ impl QjsEngine {
 fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, capacity: usize) {
     let mut warned_stack = 0;
     let mut realm: Option<exec::Realm> = None;
+    // Interpreter-reuse realms, by reuse key.
+    let mut reused: HashMap<String, exec::Realm> = HashMap::new();
     loop {
         let Some(job) = jobs.next() else {
             break;
@@ -126,21 +134,35 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
         if realm.as_ref().is_some_and(|r| !r.serves(&bundle, &limits)) {
             realm = None;
         }
+        reused.retain(|_, r| r.serves(&bundle, &limits));
+        let reuse_key = endpoint.reuse_key().map(str::to_string);
         // A panic (a bug in the engine or the bindings) fails this request
         // only, and its realm is dropped; the worker goes on.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut r = match realm.take() {
+            let kept = match &reuse_key {
+                Some(key) => reused.remove(key),
+                None => realm.take(),
+            };
+            let mut r = match kept {
                 Some(r) => r,
                 None => {
                     metrics
                         .quickjs_runtimes_created
                         .fetch_add(1, Ordering::Relaxed);
-                    exec::Realm::new(&bundle, &limits)?
+                    exec::Realm::new(&bundle, &limits, reuse_key.is_some())?
                 }
             };
             let outcome = exec::run(&mut r, &endpoint, &request, tx, consensus, &limits, stack);
             if outcome.realm_clean {
-                realm = Some(r);
+                match &reuse_key {
+                    Some(key) => {
+                        if reused.len() >= MAX_REUSED_REALMS {
+                            reused.clear();
+                        }
+                        reused.insert(key.clone(), r);
+                    }
+                    None => realm = Some(r),
+                }
             }
             outcome.result
         }))

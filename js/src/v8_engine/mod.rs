@@ -8,9 +8,11 @@
 //!   process) and marks the isolate for replacement;
 //! - time: a watchdog thread per worker terminates a handler that runs past
 //!   `max_execution_time_ms`;
-//! - stack: V8's `--stack-size` flag (set once, before V8 starts, from the
-//!   first engine's limits) on worker threads whose real stack is larger,
-//!   so deep recursion is a catchable `RangeError`.
+//! - stack: each isolate's own stack limit, set before every job from the
+//!   current `max_stack_bytes` (`stack.rs`, V8's `Isolate::SetStackLimit`),
+//!   on worker threads whose real stack holds the governance maximum plus a
+//!   margin, so deep recursion is a catchable `RangeError` and a change by
+//!   governance applies to the next request without a restart.
 //!
 //! Isolation: each worker keeps one hardened context (an [`exec::Realm`])
 //! per app and runs every request in it with a fresh instance of the app's
@@ -24,6 +26,7 @@ mod buffers;
 mod crypto_bindings;
 mod exec;
 mod host;
+mod stack;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -40,21 +43,27 @@ use crate::jobs::{JobQueue, Jobs};
 
 static V8_INIT: Once = Once::new();
 
-/// Starts V8 once per process. The stack flag can only be set before V8
-/// starts, so the first caller's stack limit is the process's.
-fn init_v8(max_stack_bytes: usize) {
+/// Starts V8 once per process. Flags can only be set before V8 starts.
+/// The stack flag is only each new isolate's starting limit (replaced by
+/// `stack::set_stack_limit` before every job); it stays at 1 MiB because
+/// V8's own compiler threads also take their limit from it.
+fn init_v8() {
     V8_INIT.call_once(|| {
-        let kb = (max_stack_bytes / 1024).max(64);
         // --no-turboshaft-loop-unrolling: V8 13.0's optimizing compiler can
         // drop the interrupt check of a loop that contains a small
         // constant-size inner loop (e.g. `new Array(1000)`), after which
         // neither the watchdog nor the heap-limit callback can stop it.
-        v8::V8::set_flags_from_string(&format!("--stack-size={kb} --no-turboshaft-loop-unrolling"));
+        v8::V8::set_flags_from_string("--stack-size=1024 --no-turboshaft-loop-unrolling");
         let platform = v8::new_default_platform(0, false).make_shared();
         v8::V8::initialize_platform(platform);
         v8::V8::initialize();
     });
 }
+
+/// The largest stack limit a worker honours: governance's maximum
+/// (`set_js_runtime_options` is bounded to 64 MiB by the constitution and
+/// the node).
+const MAX_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// Worker threads get this much real stack beyond V8's own budget, for the
 /// host's frames and V8's native code below the JS limit.
@@ -73,11 +82,11 @@ impl V8Engine {
         limits: Arc<RwLock<Limits>>,
         metrics: Arc<Metrics>,
     ) -> V8Engine {
-        let stack_limit = limits.read().map(|l| l.max_stack_bytes).unwrap_or(1 << 20);
-        init_v8(stack_limit);
+        init_v8();
         let (queue, receiver) = JobQueue::new("V8");
         let workers = workers.max(1);
-        let stack = stack_limit + STACK_MARGIN_BYTES;
+        // Only address space is reserved: pages are used as the stack grows.
+        let stack = MAX_STACK_BYTES + STACK_MARGIN_BYTES;
         for i in 0..workers {
             let receiver = receiver.clone();
             let limits = limits.clone();
@@ -340,6 +349,7 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
             worker = None;
         }
         let w = worker.get_or_insert_with(|| Worker::new(&limits, &metrics));
+        stack::set_stack_limit(&mut w.isolate, limits.max_stack_bytes);
         let _in_request = job.span.enter();
         host::set_consensus(job.consensus);
         let (result, sound) = execute_one(
@@ -441,8 +451,11 @@ fn execute_one(
                 "the transaction was lost during execution".into(),
             )),
         },
-        // An uncaught "Array buffer allocation failed" is the budget speaking.
-        Err(exec::RunError::Js(JsError::Exception(_))) if buffers_refused => {
+        // An uncaught "Array buffer allocation failed" is the budget
+        // speaking; so is any exception from an isolate left over its heap
+        // limit (a string too long to build can throw before the
+        // near-heap-limit callback runs, and then cannot even be shown).
+        Err(exec::RunError::Js(JsError::Exception(_))) if buffers_refused || over_limit => {
             Err(JsError::HeapLimit(limits.max_heap_bytes))
         }
         Err(exec::RunError::Js(e)) => Err(e),

@@ -424,3 +424,30 @@ async fn locale_apis_are_locale_free_and_never_abort() {
             "num": "1234.5", "arr": "1,2", "cmp": "abc"})
     );
 }
+
+#[tokio::test]
+async fn a_new_stack_limit_applies_to_the_next_request_without_a_restart() {
+    let fx = Fixture::new();
+    let b = bundle(
+        r#"export function main() {
+            let depth = 0;
+            function down() { depth++; down(); }
+            try { down(); } catch (e) { return { body: [depth, e instanceof RangeError] }; }
+            return { body: "no overflow" };
+        }"#,
+    );
+    let mut depths = Vec::new();
+    for stack in [256 * 1024, 4 * 1024 * 1024, 256 * 1024] {
+        fx.engine.set_limits(Limits {
+            max_stack_bytes: stack,
+            ..limits()
+        });
+        let body: serde_json::Value =
+            serde_json::from_str(&fx.body(&b, "main").await).expect("JSON");
+        assert_eq!(body[1], true, "a catchable RangeError at {stack} bytes");
+        depths.push(body[0].as_u64().expect("a depth"));
+    }
+    // The depth follows the budget (16 times larger here), both ways.
+    assert!(depths[1] > 8 * depths[0], "{depths:?}");
+    assert_eq!(depths[0], depths[2], "{depths:?}");
+}
