@@ -1,5 +1,5 @@
 //! What per-request isolation costs on V8 130, one thread: a fresh
-//! context per request (what the engine does today) against one hardened
+//! context per request (what the engine did before `harden.js`) against one hardened
 //! context (intrinsics and the global object frozen, RegExp legacy
 //! statics, WeakRef and FinalizationRegistry removed) with a fresh module
 //! instance per request, with and without a code cache. Ends with probes

@@ -64,6 +64,7 @@ pub(super) struct Realm {
     runtime: Runtime,
     host: Shared,
     watch: Rc<Watch>,
+    budget: Rc<Budget>,
     bundle: Arc<AppBundle>,
     heap_limit: usize,
     served: u64,
@@ -101,6 +102,7 @@ impl Realm {
         });
         {
             let watch = watch.clone();
+            let budget = budget.clone();
             let probe = heap_probe_bytes(limits.max_heap_bytes);
             // QuickJS polls this every few thousand operations; `true`
             // throws an exception scripts cannot catch. It stops the script
@@ -136,6 +138,7 @@ impl Realm {
             runtime,
             host,
             watch,
+            budget,
             bundle: bundle.clone(),
             heap_limit: limits.max_heap_bytes,
             served: 0,
@@ -258,10 +261,17 @@ pub(super) fn run(
     };
     drop(consensus);
     // A reused realm loads its modules once, so it does not accumulate.
-    let realm_clean = clean
+    let mut realm_clean = clean
         && cl.limit().is_none()
         && !watch.out_of_memory.get()
         && (realm.reused.is_some() || realm.served < REQUESTS_PER_REALM);
+    // Module instances of earlier requests (and cycles QuickJS's reference
+    // counting leaves to its collector) count against the heap limit: the
+    // next request must find at least half of it free.
+    if realm_clean && realm.budget.used() > realm.heap_limit / 2 {
+        realm.runtime.run_gc();
+        realm_clean = realm.budget.used() <= realm.heap_limit / 2;
+    }
     let result = outcome.and_then(|response| {
         let tx = tx
             .ok_or_else(|| JsError::Internal("the transaction was lost during execution".into()))?;

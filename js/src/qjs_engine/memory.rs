@@ -31,6 +31,11 @@ impl Budget {
         })
     }
 
+    /// Bytes allocated now.
+    pub(super) fn used(&self) -> usize {
+        self.used.get()
+    }
+
     /// Bytes that can still be allocated.
     pub(super) fn room(&self) -> usize {
         self.limit.saturating_sub(self.used.get())
