@@ -42,8 +42,7 @@ pub fn spawn(node: Arc<Node>) -> anyhow::Result<()> {
                     None => (applied, None, None),
                 }
             };
-            // Nothing new since the last signature entry (or only it).
-            if last_sig_entry.is_some_and(|at| applied <= at) {
+            if all_covered(applied, last_sig_entry.zip(signed)) {
                 unsigned_since = None;
                 continue;
             }
@@ -59,6 +58,18 @@ pub fn spawn(node: Arc<Node>) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Whether every entry through `applied` is a signature or covered by one,
+/// given the last signature entry's seqno and the seqno it signed through.
+/// A signature covers what was applied when it was made, so entries
+/// appended while it was being committed sit between what it signed and
+/// itself: they need another signature even if no write follows.
+fn all_covered(applied: u64, last_signature: Option<(u64, u64)>) -> bool {
+    match last_signature {
+        Some((at, signed_through)) => applied <= at && signed_through + 1 >= at,
+        None => false,
+    }
 }
 
 async fn sign(node: &Node, key: &ed25519_dalek::SigningKey, through: u64) -> anyhow::Result<()> {
@@ -83,4 +94,24 @@ async fn sign(node: &Node, key: &ed25519_dalek::SigningKey, through: u64) -> any
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::debug!(%id, through, "signed the ledger");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_covered;
+
+    #[test]
+    fn entries_between_a_signature_and_what_it_signed_need_another_signature() {
+        // Nothing signed yet.
+        assert!(!all_covered(0, None));
+        // Signature at 5 over 0..=4, nothing after it.
+        assert!(all_covered(5, Some((5, 4))));
+        // A write after the signature.
+        assert!(!all_covered(6, Some((5, 4))));
+        // Signature at 9 signed through 6: 7 and 8 were appended while it
+        // was committed and are not covered, though 9 is the newest entry.
+        assert!(!all_covered(9, Some((9, 6))));
+        // The follow-up signature at 10 over 0..=9 covers them.
+        assert!(all_covered(10, Some((10, 9))));
+    }
 }
