@@ -8,7 +8,8 @@
 //! - [`v8_engine`]: V8 worker threads, one isolate each, serving requests
 //!   from a hardened context (frozen intrinsics, a fresh instance of the
 //!   app's modules per request, globals restored after each);
-//! - [`qjs_engine`]: QuickJS worker threads, a fresh runtime per request;
+//! - [`qjs_engine`]: QuickJS worker threads, the same model: one hardened
+//!   realm per worker and app, fresh module instances per request;
 //! - `prelude.js`: the `ccf` global (KV bound to the request's transaction,
 //!   buffer helpers, claims digest) and `console`, written once and run by
 //!   both engines on top of their host functions; `harden.js` then
