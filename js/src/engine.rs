@@ -5,7 +5,7 @@
 //! - V8 ([`crate::v8_engine`]): worker threads, each with one isolate,
 //!   started with the front;
 //! - QuickJS ([`crate::qjs_engine`]): as many worker threads, started when
-//!   the first QuickJS app runs, each request on a fresh QuickJS runtime.
+//!   the first QuickJS app runs, the same model as V8's on QuickJS.
 //!
 //! Both run the same prelude (`prelude.js`, the `ccf` and `console`
 //! globals), build the request the same way and read the response with
@@ -80,6 +80,10 @@ pub struct Metrics {
     /// created: one per worker and app, plus one after each terminated or
     /// unclean request, plus one every `REQUESTS_PER_REALM` requests.
     pub quickjs_runtimes_created: AtomicU64,
+    /// QuickJS workers started in place of one stuck in code QuickJS
+    /// cannot interrupt (a backtracking regular expression), whose request
+    /// the front answered as timed out.
+    pub quickjs_workers_replaced: AtomicU64,
     pub v8: EngineMetrics,
     pub quickjs: EngineMetrics,
 }
@@ -163,6 +167,12 @@ impl JsEngine {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// QuickJS workers stuck now in requests the front gave up on (see
+    /// [`Metrics::quickjs_workers_replaced`]).
+    pub fn quickjs_stuck_workers(&self) -> usize {
+        self.quickjs.get().map_or(0, QjsEngine::stuck_workers)
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`, on the engine

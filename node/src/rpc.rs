@@ -127,6 +127,8 @@ fn js_metrics(node: &Node) -> Response<Body> {
             "v8_contexts_created": m.v8_contexts_created.load(Relaxed),
             "v8_code_cache_bytes": m.v8_code_cache_bytes.load(Relaxed),
             "quickjs_runtimes_created": m.quickjs_runtimes_created.load(Relaxed),
+            "quickjs_workers_replaced": m.quickjs_workers_replaced.load(Relaxed),
+            "quickjs_workers_stuck": node.engine.quickjs_stuck_workers(),
             "limit_hits": {
                 "execution_time": m.timeouts.load(Relaxed),
                 "heap": m.heap_limit_hits.load(Relaxed),

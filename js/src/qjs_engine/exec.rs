@@ -35,6 +35,9 @@ use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
 /// instances in the context until then.
 pub(super) const REQUESTS_PER_REALM: u64 = 64;
 
+/// An interpreter-reuse realm's handlers, by (module, function).
+type ReusedHandlers = HashMap<(String, String), Persistent<Function<'static>>>;
+
 const PRELUDE: &str = crate::PRELUDE;
 const HARDEN: &str = crate::HARDEN;
 const QJS_PRELUDE: &str = include_str!("prelude.js");
@@ -59,7 +62,7 @@ pub(super) struct Realm {
     end_request: Persistent<Function<'static>>,
     /// Set for an interpreter-reuse realm: the handlers of its one set of
     /// module instances, by (module, function).
-    reused: Option<RefCell<HashMap<(String, String), Persistent<Function<'static>>>>>,
+    reused: Option<RefCell<ReusedHandlers>>,
     context: Context,
     runtime: Runtime,
     host: Shared,

@@ -28,15 +28,16 @@ mod memory;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use charter_ledger::Tx;
 
 use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{AppBundle, EndpointDef, Engine};
 use crate::engine::Metrics;
-use crate::jobs::{Job, JobQueue, Jobs};
+use crate::jobs::{GiveUp, Job, JobQueue, Jobs};
 
 /// The smallest stack limit QuickJS gets, whatever the limits say (0 would
 /// mean "no limit" to QuickJS). V8 has the same floor (64 KiB).
@@ -55,6 +56,14 @@ const STACK_MARGIN_BYTES: usize = 4 * 1024 * 1024;
 /// Runs app endpoints on QuickJS worker threads.
 pub(crate) struct QjsEngine {
     jobs: JobQueue,
+    limits: Arc<RwLock<Limits>>,
+}
+
+/// How long a request may run on a QuickJS worker before the front gives
+/// up on it: the time limit plus a margin for the interrupt handler to
+/// act (it normally stops a script within milliseconds of its deadline).
+fn give_up_after(limit_ms: u64) -> Duration {
+    Duration::from_millis(limit_ms.saturating_add((limit_ms / 2).max(1000)))
 }
 
 impl QjsEngine {
@@ -65,25 +74,53 @@ impl QjsEngine {
         limits: Arc<RwLock<Limits>>,
         metrics: Arc<Metrics>,
     ) -> QjsEngine {
-        let (queue, receiver) = JobQueue::new("QuickJS");
+        let (mut queue, receiver) = JobQueue::new("QuickJS");
         let initial = limits
             .read()
             .map(|l| l.max_stack_bytes)
             .unwrap_or(DEFAULT_STACK_CAPACITY_BYTES);
         let capacity = initial.max(DEFAULT_STACK_CAPACITY_BYTES);
-        for i in 0..workers.max(1) {
+        let workers = workers.max(1);
+        let (shared_limits, shared_metrics) = (limits.clone(), metrics.clone());
+        let spawn = move |name: String| {
             let receiver = receiver.clone();
-            let limits = limits.clone();
-            let metrics = metrics.clone();
+            let limits = shared_limits.clone();
+            let metrics = shared_metrics.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("qjs-worker-{i}"))
+                .name(name.clone())
                 .stack_size(capacity.saturating_add(STACK_MARGIN_BYTES))
                 .spawn(move || worker_loop(receiver, limits, metrics, capacity));
             if let Err(e) = spawned {
-                tracing::error!("cannot start QuickJS worker thread {i}: {e}");
+                tracing::error!("cannot start QuickJS worker thread {name}: {e}");
             }
+        };
+        for i in 0..workers {
+            spawn(format!("qjs-worker-{i}"));
         }
-        QjsEngine { jobs: queue }
+        // QuickJS's regular expressions never poll for interrupts, so a
+        // worker can be stuck far past the time limit: the front gives up
+        // on it and starts another (`jobs.rs`).
+        let replaced = Arc::new(AtomicU64::new(0));
+        let respawn_metrics = metrics.clone();
+        queue.set_respawn(
+            Box::new(move || {
+                let n = replaced.fetch_add(1, Ordering::Relaxed);
+                respawn_metrics
+                    .quickjs_workers_replaced
+                    .fetch_add(1, Ordering::Relaxed);
+                spawn(format!("qjs-worker-r{n}"));
+            }),
+            workers,
+        );
+        QjsEngine {
+            jobs: queue,
+            limits,
+        }
+    }
+
+    /// Workers stuck now in requests the front gave up on.
+    pub(crate) fn stuck_workers(&self) -> usize {
+        self.jobs.stuck_workers()
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`. On success the
@@ -96,8 +133,17 @@ impl QjsEngine {
         tx: Tx,
         consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
+        let limit_ms = self
+            .limits
+            .read()
+            .map(|l| l.max_execution_time_ms)
+            .unwrap_or(0);
+        let give_up = GiveUp {
+            after: give_up_after(limit_ms),
+            limit_ms,
+        };
         self.jobs
-            .run(bundle, endpoint, request, tx, consensus)
+            .run(bundle, endpoint, request, tx, consensus, Some(give_up))
             .await
     }
 }
@@ -129,8 +175,10 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
             consensus,
             span,
             reply,
+            mut ticket,
         } = job;
         let _in_request = span.enter();
+        ticket.start();
         if realm.as_ref().is_some_and(|r| !r.serves(&bundle, &limits)) {
             realm = None;
         }
@@ -168,7 +216,16 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
         }))
         .unwrap_or_else(|_| Err(JsError::Internal("the QuickJS engine panicked".into())));
         metrics.record(Engine::QuickJs, &result);
-        // The caller may have given up (client gone): nothing to do then.
+        let go_on = ticket.finish();
+        // The caller may have given up (client gone, or the front gave up
+        // on a stuck worker): nothing to do then.
         let _ = reply.send(result);
+        if !go_on {
+            tracing::warn!(
+                "a QuickJS worker finished a request the front had given up on; \
+                 another worker took its place, so this one ends"
+            );
+            break;
+        }
     }
 }

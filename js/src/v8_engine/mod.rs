@@ -113,7 +113,8 @@ impl V8Engine {
         consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
         self.jobs
-            .run(bundle, endpoint, request, tx, consensus)
+            // V8's watchdog stops anything (TerminateExecution): no give-up.
+            .run(bundle, endpoint, request, tx, consensus, None)
             .await
     }
 }

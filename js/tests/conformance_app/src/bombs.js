@@ -21,6 +21,10 @@ export function bomb(request) {
     case "regex":
       // Catastrophic backtracking: 2^25 steps.
       return { body: /(a+)+$/.test("a".repeat(25) + "b") };
+    case "regex_stuck":
+      // 2^34 steps: hours on QuickJS, whose regex engine never polls for
+      // interrupts.
+      return { body: /(a+)+$/.test("a".repeat(34) + "b") };
     case "heap": {
       const a = [];
       for (;;) a.push(new Array(1000).fill("x" + a.length));
