@@ -51,6 +51,41 @@
   delete global.WeakRef;
   delete global.FinalizationRegistry;
   delete global.WebAssembly;
+  // No threads to share memory with, and QuickJS-ng overflows a grown
+  // SharedArrayBuffer's memory.
+  delete global.SharedArrayBuffer;
+  // QuickJS only: a real clock (and the realm's age), which
+  // ccf.enableUntrustedDateTime does not gate; V8 has neither global.
+  delete global.performance;
+  delete global.queueMicrotask;
+  // Resizable ArrayBuffers: V8 reserves and commits their memory outside
+  // the ArrayBuffer allocator that counts buffers against the heap limit,
+  // so `maxByteLength` is refused, on both engines alike.
+  {
+    const FixedArrayBuffer = ArrayBuffer;
+    const construct = Reflect.construct;
+    const RangeErrorType = RangeError;
+    const Wrapped = function ArrayBuffer(length, options) {
+      if (new.target === undefined) {
+        throw new TypeErrorType("Constructor ArrayBuffer requires 'new'");
+      }
+      if (options !== null && typeof options === "object" && options.maxByteLength !== undefined) {
+        throw new RangeErrorType(
+          "resizable ArrayBuffers (maxByteLength) are not supported: their memory is outside the heap limit");
+      }
+      return construct(FixedArrayBuffer, [length], new.target);
+    };
+    defineProperty(Wrapped, "length", { value: 1, configurable: true });
+    defineProperty(Wrapped, "prototype", { value: FixedArrayBuffer.prototype, writable: false });
+    defineProperty(Wrapped, "isView", getOwnPropertyDescriptor(FixedArrayBuffer, "isView"));
+    defineProperty(Wrapped, Symbol.species, getOwnPropertyDescriptor(FixedArrayBuffer, Symbol.species));
+    defineProperty(FixedArrayBuffer.prototype, "constructor", {
+      value: Wrapped, writable: true, configurable: true,
+    });
+    defineProperty(global, "ArrayBuffer", {
+      value: Wrapped, writable: true, configurable: true,
+    });
+  }
   if (typeof Atomics === "object") {
     delete Atomics.wait;
     delete Atomics.waitAsync;

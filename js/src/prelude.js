@@ -19,6 +19,18 @@
   const defineProperty = Object.defineProperty;
   const headerName = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
   const badHeaderValue = /[\r\n\0]/;
+  // How the body is framed on the connection is the node's business: a
+  // handler's content-length could split one response into two.
+  const framingHeaders = Object.assign(Object.create(null), {
+    "content-length": true,
+    "transfer-encoding": true,
+    "connection": true,
+    "keep-alive": true,
+    "upgrade": true,
+    "te": true,
+    "trailer": true,
+    "proxy-connection": true,
+  });
   const construct = Reflect.construct;
   const apply = Reflect.apply;
   const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
@@ -164,6 +176,30 @@
     configurable: true,
   });
 
+  // String.prototype.normalize: V8 here has ICU's code but not its data,
+  // and its NFKC and NFKD crash the process, so on V8 the host normalizes
+  // (QuickJS has no such host function and keeps its own, which works).
+  if (typeof native.normalize === "function") {
+    const normalizeNative = native.normalize;
+    defineProperty(String.prototype, "normalize", {
+      value: {
+        normalize(form) {
+          if (this === undefined || this === null) {
+            throw new TypeErrorType("String.prototype.normalize called on null or undefined");
+          }
+          const text = StringType(this);
+          const f = form === undefined ? "NFC" : StringType(form);
+          if (f !== "NFC" && f !== "NFD" && f !== "NFKC" && f !== "NFKD") {
+            throw new RangeErrorType("The normalization form should be one of NFC, NFD, NFKC, NFKD.");
+          }
+          return normalizeNative(text, f);
+        },
+      }.normalize,
+      writable: true,
+      configurable: true,
+    });
+  }
+
   // ccf.rpc.setApplyWrites: undefined (not called) leaves the decision to
   // the status code; toResponse hands it to the engine.
   let applyWrites;
@@ -302,6 +338,9 @@
       for (const name of keys(r.headers)) {
         const value = StringType(r.headers[name]);
         if (!headerName.test(name)) return { error: "invalid header name " + show(name) };
+        if (framingHeaders[name.toLowerCase()] === true) {
+          return { error: "header " + name + " is set by the node, not by a handler" };
+        }
         if (badHeaderValue.test(value)) return { error: "invalid value for header " + name };
         if (name.toLowerCase() === "content-type") hasContentType = true;
         headers.push([name, value]);

@@ -518,6 +518,72 @@ async fn thrown_values_are_the_same_exception() {
     }
 }
 
+/// Globals besides `ccf`: no shared memory, no clock, no resizable
+/// buffers (V8 keeps their memory outside the heap limit), and Unicode
+/// normalisation that works (V8's NFKC crashed the process: no ICU data).
+#[tokio::test]
+async fn builtins_are_the_same_and_safe() {
+    let suite = Suite::new();
+    let json = json_body(suite.same("/builtins", "").await);
+    assert_eq!(
+        json,
+        json!({
+            "sharedArrayBuffer": "undefined",
+            "performance": "undefined",
+            "queueMicrotask": "undefined",
+            "resizable": "RangeError",
+            "fixed": 8,
+            "called": "TypeError",
+            "bufferIsArrayBuffer": true,
+            "constructorIsGlobal": true,
+            "isView": true,
+            "arrayBufferLength": 1,
+            "subclass": 4,
+            "slice": 6,
+            "nfc": "\u{e9}",
+            "nfd": 2,
+            "nfkc": "fix1",
+            "nfkd": "1\u{2044}2",
+            "badForm": "RangeError",
+        })
+    );
+}
+
+/// Promise callbacks a handler queued without awaiting them run before
+/// its response is read: their writes and `setApplyWrites` count, and a
+/// limit they hit fails the request, which then writes nothing.
+#[tokio::test]
+async fn queued_jobs_belong_to_the_request() {
+    let suite = Suite::with_limits(Limits {
+        max_execution_time_ms: 300,
+        max_heap_bytes: 32 * 1024 * 1024,
+        ..limits()
+    });
+    let (response, writes) = suite.same("/jobs/write", "").await.expect("write");
+    assert_eq!(response.status, 200);
+    let late = writes.maps["public:conformance"].writes.get(&b"late"[..]);
+    assert_eq!(late, Some(&Some(b"1".to_vec())));
+
+    let (response, _) = suite
+        .same("/jobs/apply_writes_false", "")
+        .await
+        .expect("apply_writes_false");
+    assert_eq!(response.apply_writes, Some(false));
+    assert!(!response.should_apply_writes());
+
+    for (kind, expected) in [
+        ("loop", JsError::Timeout(300)),
+        ("to_json", JsError::Timeout(300)),
+        ("heap", JsError::HeapLimit(32 * 1024 * 1024)),
+    ] {
+        for engine in ENGINES {
+            let e = error(suite.call(engine, &format!("/jobs/{kind}"), "").await);
+            assert_eq!(e, expected, "{engine} {kind}");
+            suite.still_fine(engine).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn invalid_responses_are_the_same_error() {
     let suite = Suite::new();
@@ -533,6 +599,14 @@ async fn invalid_responses_are_the_same_error() {
         ("header_value_crlf", "invalid value for header x-h"),
         ("header_value_nul", "invalid value for header x-h"),
         ("headers_not_object", "headers must be an object"),
+        (
+            "header_content_length",
+            "header Content-Length is set by the node, not by a handler",
+        ),
+        (
+            "header_transfer_encoding",
+            "header transfer-encoding is set by the node, not by a handler",
+        ),
         ("number", "a handler must return an object {statusCode, headers, body}, got number"),
         ("string", "a handler must return an object {statusCode, headers, body}, got string"),
         (

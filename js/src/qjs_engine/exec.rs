@@ -425,10 +425,13 @@ fn respond<'js>(
         }
     };
 
-    // The handler, and its promise if it is async.
+    // The handler, then every job it queued (its promise's, if it is
+    // async, and any other): they run before the response is read, so
+    // their writes, `setApplyWrites` calls and limit hits count.
     let mut result: Value = handler
         .call((js_request,))
         .map_err(|e| cl.exception(ctx, e))?;
+    run_jobs(ctx, cl)?;
     if let Some(promise) = result.as_promise().cloned() {
         result = match settle(ctx, &promise) {
             Settled::Fulfilled(value) => value,
@@ -444,6 +447,8 @@ fn respond<'js>(
     let response: Object = to_response
         .call((result,))
         .map_err(|e| cl.exception(ctx, e))?;
+    // Jobs queued while the response was read (a `toJSON`'s) too.
+    run_jobs(ctx, cl)?;
     let response = read_response(ctx, &response, cl)?;
     // The heap ran out and the script caught it before QuickJS could stop
     // it: on V8 running out of heap cannot be caught, so neither can it be
@@ -559,6 +564,19 @@ fn load_handler<'js>(
             endpoint.js_function
         ))
     })
+}
+
+/// Runs every queued job (microtask). A limit hit by one is the request's
+/// error; an exception in one only rejects its promise.
+fn run_jobs(ctx: &Ctx<'_>, cl: &Classify<'_>) -> Result<(), JsError> {
+    while ctx.execute_pending_job() {}
+    match cl.limit() {
+        Some(limit) => {
+            let _ = ctx.catch();
+            Err(limit)
+        }
+        None => Ok(()),
+    }
 }
 
 enum Settled<'js> {

@@ -8,9 +8,11 @@
 //!   after the first time) and so runs a fresh instance of them: module
 //!   state starts over;
 //! - builtins and prototypes are frozen, so no request can change them;
-//! - after the response, leftover microtasks run (still in the request's
-//!   time and transaction) and `endRequest` removes the globals the request
-//!   added and restores those it assigned.
+//! - the microtasks a handler queued run before its response is read
+//!   (in the request's time and transaction: their writes count, and a
+//!   limit they hit fails the request); after the response `endRequest`
+//!   removes the globals the request added and restores those it
+//!   assigned.
 //!
 //! A realm that cannot be made clean again, or whose execution was
 //! terminated, is dropped by the worker and the next request gets a new
@@ -394,12 +396,17 @@ fn run_in_realm(
         }
     };
 
-    // The handler, and its promise if it is async.
+    // The handler, then every job it queued (its promise's, if it is
+    // async, and any other): they run before the response is read, so
+    // their writes, `setApplyWrites` calls and limit hits count.
     let mut result = handler
         .call(tc, undefined, &[js_request])
         .ok_or(Failure::Thrown)?;
+    tc.perform_microtask_checkpoint();
+    if tc.has_terminated() || tc.is_execution_terminating() {
+        return Err(Failure::Thrown);
+    }
     if let Ok(promise) = v8::Local::<v8::Promise>::try_from(result) {
-        tc.perform_microtask_checkpoint();
         match promise.state() {
             v8::PromiseState::Fulfilled => result = promise.result(tc),
             v8::PromiseState::Rejected => {
@@ -421,6 +428,12 @@ fn run_in_realm(
     let response = to_response
         .call(tc, undefined, &[result])
         .ok_or(Failure::Thrown)?;
+    // Jobs queued while the response was read (a `toJSON`'s) also run
+    // within the request.
+    tc.perform_microtask_checkpoint();
+    if tc.has_terminated() || tc.is_execution_terminating() {
+        return Err(Failure::Thrown);
+    }
     let response = v8::Local::<v8::Object>::try_from(response)
         .map_err(|_| JsError::Internal("toResponse returned a non-object".into()))?;
     let error = get(tc, response, "error")?;

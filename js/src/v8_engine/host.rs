@@ -180,6 +180,35 @@ fn buf_to_str(
     }
 }
 
+/// `String.prototype.normalize`'s work on V8 (the prelude checks the
+/// form): this V8 has ICU's code but not its data, and its NFKC and NFKD
+/// crash the process.
+fn normalize(
+    scope: &mut v8::HandleScope,
+    args: v8::FunctionCallbackArguments,
+    mut rv: v8::ReturnValue,
+) {
+    use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed};
+    let text = args.get(0).to_rust_string_lossy(scope);
+    let form = args.get(1).to_rust_string_lossy(scope);
+    let normalized = match form.as_str() {
+        "NFC" => ComposingNormalizerBorrowed::new_nfc().normalize(&text),
+        "NFKC" => ComposingNormalizerBorrowed::new_nfkc().normalize(&text),
+        "NFD" => DecomposingNormalizerBorrowed::new_nfd().normalize(&text),
+        "NFKD" => DecomposingNormalizerBorrowed::new_nfkd().normalize(&text),
+        _ => {
+            throw_range_error(
+                scope,
+                "the normalization form must be NFC, NFD, NFKC or NFKD",
+            );
+            return;
+        }
+    };
+    if let Some(s) = new_string(scope, &normalized) {
+        rv.set(s.into());
+    }
+}
+
 fn kv_get(
     scope: &mut v8::HandleScope,
     args: v8::FunctionCallbackArguments,
@@ -467,6 +496,7 @@ pub(crate) fn natives<'s>(scope: &mut v8::HandleScope<'s>) -> Option<v8::Local<'
     add!("kvSize", kv_size);
     add!("kvEntries", kv_entries);
     add!("log", log);
+    add!("normalize", normalize);
     add!("setClaimsDigest", set_claims_digest);
     add!("kvVersionOfPreviousWrite", kv_version_of_previous_write);
     add!("consensusLastCommitted", consensus_last_committed);

@@ -183,12 +183,21 @@ struct Worker {
     buffers: Arc<buffers::BufferBudget>,
 }
 
+/// The heap limit V8 is given: `max_heap_bytes` rounded up to whole MiB.
+/// V8 aborts the process when the heap reservation it derives from the
+/// limit is not a multiple of its page size (20,000,000 bytes did that),
+/// and governance may set any number.
+fn v8_heap_limit(max_heap_bytes: usize) -> usize {
+    const MIB: usize = 1024 * 1024;
+    max_heap_bytes.div_ceil(MIB).max(1).saturating_mul(MIB)
+}
+
 impl Worker {
     fn new(limits: &Limits, metrics: &Metrics) -> Worker {
         // ArrayBuffers get a budget of their own, as large as the heap's.
         let buffers = buffers::BufferBudget::new(limits.max_heap_bytes);
         let params = v8::CreateParams::default()
-            .heap_limits(0, limits.max_heap_bytes)
+            .heap_limits(0, v8_heap_limit(limits.max_heap_bytes))
             .array_buffer_allocator(buffers::allocator(&buffers));
         let mut isolate = v8::Isolate::new(params);
         isolate.set_microtasks_policy(v8::MicrotasksPolicy::Explicit);

@@ -275,6 +275,24 @@ async fn heap_bombs_are_stopped_and_the_isolate_replaced() {
     );
 }
 
+/// Governance may set any byte count; V8 aborted the process on a heap
+/// limit that was not a multiple of its page size.
+#[tokio::test]
+async fn a_heap_limit_of_any_size_makes_a_working_isolate() {
+    let ok = bundle(r#"export function main() { return { body: "fine" }; }"#);
+    for max_heap_bytes in [20_000_000, 100_000_001] {
+        let fx = Fixture::with_limits(Limits {
+            max_heap_bytes,
+            max_execution_time_ms: 30_000,
+            ..limits()
+        });
+        assert_eq!(fx.body(&ok, "main").await, "fine", "{max_heap_bytes}");
+    }
+    assert_eq!(v8_heap_limit(20_000_000), 20 * 1024 * 1024);
+    assert_eq!(v8_heap_limit(20 * 1024 * 1024), 20 * 1024 * 1024);
+    assert_eq!(v8_heap_limit(0), 1024 * 1024);
+}
+
 #[tokio::test]
 async fn array_buffer_memory_counts_against_the_budget() {
     let fx = Fixture::with_limits(Limits {

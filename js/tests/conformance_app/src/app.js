@@ -134,7 +134,7 @@ export function buffers() {
     () => ccf.strToBuf(),
     () => ccf.bufToStr("x"),
     () => ccf.bufToStr(),
-    () => ccf.bufToStr(new SharedArrayBuffer(1)),
+    () => ccf.bufToStr([1, 2]),
   ].map(attempt);
   // Errors from the engine's JSON: same type, the message is the engine's.
   out.jsonErrors = [
@@ -269,6 +269,10 @@ export function bad_response(request) {
       return { headers: { "x-h": "a\0b" } };
     case "headers_not_object":
       return { headers: "x-h: 1" };
+    case "header_content_length":
+      return { headers: { "Content-Length": "5" }, body: "0123456789" };
+    case "header_transfer_encoding":
+      return { headers: { "transfer-encoding": "chunked" }, body: "x" };
     case "number":
       return 42;
     case "string":
@@ -377,4 +381,80 @@ export function reused() {
   reusedCounter += 1;
   globalThis.reusedGlobal = (globalThis.reusedGlobal || 0) + 1;
   return { body: { reusedCounter, reusedGlobal: globalThis.reusedGlobal } };
+}
+
+// What the realm offers besides the ccf API: the same on both engines.
+export function builtins() {
+  const caught = (f) => {
+    try {
+      return f();
+    } catch (e) {
+      return e.name;
+    }
+  };
+  class Sized extends ArrayBuffer {}
+  const sized = new Sized(4);
+  return {
+    body: {
+      sharedArrayBuffer: typeof SharedArrayBuffer,
+      performance: typeof performance,
+      queueMicrotask: typeof queueMicrotask,
+      resizable: caught(() => new ArrayBuffer(1, { maxByteLength: 1 << 20 }).byteLength),
+      fixed: new ArrayBuffer(8, {}).byteLength,
+      called: caught(() => ArrayBuffer(8)),
+      bufferIsArrayBuffer: new Uint8Array(4).buffer instanceof ArrayBuffer,
+      constructorIsGlobal: new Uint8Array(4).buffer.constructor === ArrayBuffer,
+      isView: ArrayBuffer.isView(new Uint8Array(1)),
+      arrayBufferLength: ArrayBuffer.length,
+      subclass: sized instanceof Sized && sized instanceof ArrayBuffer && sized.byteLength,
+      slice: new ArrayBuffer(8).slice(2).byteLength,
+      nfc: "e\u0301".normalize(),
+      nfd: "\u00e9".normalize("NFD").length,
+      nfkc: "\ufb01x\u2460".normalize("NFKC"),
+      nfkd: "\u00bd".normalize("NFKD"),
+      badForm: caught(() => "a".normalize("NFX")),
+    },
+  };
+}
+
+// Jobs (promise callbacks) a handler queues but does not await: they run
+// within the request, before its response is read.
+export function queued_jobs(request) {
+  const map = ccf.kv["public:conformance"];
+  switch (request.params.kind) {
+    case "write":
+      Promise.resolve().then(() => map.set(ccf.strToBuf("late"), ccf.strToBuf("1")));
+      return { body: "queued" };
+    case "apply_writes_false":
+      map.set(ccf.strToBuf("w"), ccf.strToBuf("1"));
+      Promise.resolve().then(() => ccf.rpc.setApplyWrites(false));
+      return { body: "queued" };
+    case "loop":
+      map.set(ccf.strToBuf("w"), ccf.strToBuf("1"));
+      Promise.resolve().then(() => {
+        for (;;) {}
+      });
+      return { body: "queued" };
+    case "heap":
+      map.set(ccf.strToBuf("w"), ccf.strToBuf("1"));
+      Promise.resolve().then(() => {
+        const a = [];
+        for (;;) a.push(new Array(1000).fill("x" + a.length));
+      });
+      return { body: "queued" };
+    case "to_json":
+      // A job queued while the response body is serialised.
+      return {
+        body: {
+          toJSON() {
+            Promise.resolve().then(() => {
+              for (;;) {}
+            });
+            return "x";
+          },
+        },
+      };
+    default:
+      return { body: "fine" };
+  }
 }
