@@ -200,6 +200,13 @@ async fn bench_app_survives_bombs(c: &Cluster, engine: &str) -> anyhow::Result<V
         let (s, got, m) =
             error_of(c.user.get(url(&format!("/app/bomb/{kind}"))).send().await?).await;
         assert_eq!((s, got.as_str()), (500, code), "{engine} {kind}: {m}");
+        if kind == "throw" {
+            // The limits were set without `return_exception_details`,
+            // which governance then writes as false: the app's own words
+            // stay out of the response.
+            assert!(!m.contains("on purpose"), "{engine}: {m}");
+            assert!(m.contains("return_exception_details is false"), "{engine}: {m}");
+        }
         let r = c
             .user
             .post(url("/app/log"))

@@ -87,9 +87,12 @@ pub struct Limits {
     pub max_heap_bytes: usize,
     pub max_stack_bytes: usize,
     pub max_execution_time_ms: u64,
-    /// Put the exception's message and stack in the error response (else
-    /// only in the node's log).
+    /// Put a thrown exception's message and stack in the 500 response;
+    /// else the response says only that the handler threw.
     pub return_exception_details: bool,
+    /// Put a thrown exception's message and stack in the node's log; else
+    /// the log line has the error code and request id only.
+    pub log_exception_details: bool,
 }
 
 impl Default for Limits {
@@ -98,7 +101,11 @@ impl Default for Limits {
             max_heap_bytes: 100 * 1024 * 1024,
             max_stack_bytes: 1024 * 1024,
             max_execution_time_ms: 5000,
+            // CCF defaults both to false; until governance sets them a
+            // Charter node shows the details, which is what a developer
+            // in a sandbox wants. `set_js_runtime_options` sets both.
             return_exception_details: true,
+            log_exception_details: true,
         }
     }
 }

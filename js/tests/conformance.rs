@@ -29,7 +29,7 @@ fn limits() -> Limits {
         max_heap_bytes: 32 * MIB,
         max_stack_bytes: MIB,
         max_execution_time_ms: 10_000,
-        return_exception_details: true,
+        ..Limits::default()
     }
 }
 

@@ -111,6 +111,27 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     }
 }
 
+/// The 500 for a failed handler. A thrown exception's text is the app's
+/// (it may hold data), so governance decides whether clients see it
+/// (`return_exception_details`) and whether the log keeps it
+/// (`log_exception_details`); limit hits and invalid responses are the
+/// node's own words and always given.
+fn js_error_response(node: &Node, path: &str, e: &charter_js::JsError) -> Response<Body> {
+    let limits = node.engine.limits();
+    let exception = matches!(e, charter_js::JsError::Exception(_));
+    if !exception || limits.log_exception_details {
+        tracing::warn!(path = %path, code = e.code(), "JS handler failed: {}", e.message());
+    } else {
+        tracing::warn!(path = %path, code = e.code(), "JS handler failed (details not logged: log_exception_details is false)");
+    }
+    let message = if !exception || limits.return_exception_details {
+        e.message()
+    } else {
+        "The handler threw an exception (details are not returned: return_exception_details is false)".to_string()
+    };
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, e.code(), message)
+}
+
 fn js_metrics(node: &Node) -> Response<Body> {
     use std::sync::atomic::Ordering::Relaxed;
     let m = node.engine.metrics();
@@ -565,10 +586,7 @@ async fn handle_app_in_span(node: &Arc<Node>, req: HttpRequest, forwarded: bool)
             .await
         {
             Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(path = %req.path, code = e.code(), "JS handler failed: {}", e.message());
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.message());
-            }
+            Err(e) => return js_error_response(node, &req.path, &e),
         };
         // As in CCF: writes are applied when the handler answered 2xx,
         // unless it said otherwise with `ccf.rpc.setApplyWrites`.

@@ -142,6 +142,10 @@ fn reload_limits(node: &Node) {
             .get("return_exception_details")
             .and_then(|x| x.as_bool())
             .unwrap_or(d.return_exception_details),
+        log_exception_details: v
+            .get("log_exception_details")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(d.log_exception_details),
     };
     tracing::info!(?limits, "JS runtime limits set by governance");
     node.engine.set_limits(limits);
