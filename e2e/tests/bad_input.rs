@@ -205,7 +205,10 @@ async fn bench_app_survives_bombs(c: &Cluster, engine: &str) -> anyhow::Result<V
             // which governance then writes as false: the app's own words
             // stay out of the response.
             assert!(!m.contains("on purpose"), "{engine}: {m}");
-            assert!(m.contains("return_exception_details is false"), "{engine}: {m}");
+            assert!(
+                m.contains("return_exception_details is false"),
+                "{engine}: {m}"
+            );
         }
         let r = c
             .user
