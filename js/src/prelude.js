@@ -106,8 +106,17 @@
       return StringType(value);
     }
   }
+  // One console line is at most this many characters: the node's log is
+  // not the place for megabytes an app prints by mistake (or on purpose).
+  const MAX_LOG_LINE = 16384;
   function logger(level) {
-    return (...args) => native.log(level, args.map(show).join(" "));
+    return (...args) => {
+      let line = args.map(show).join(" ");
+      if (line.length > MAX_LOG_LINE) {
+        line = line.slice(0, MAX_LOG_LINE) + " ... [" + (line.length - MAX_LOG_LINE) + " more characters not logged]";
+      }
+      native.log(level, line);
+    };
   }
 
   // Date and time: as in CCF, the clock reads 0 (the epoch) until the

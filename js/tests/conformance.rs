@@ -418,20 +418,27 @@ async fn console_writes_the_same_lines_to_the_node_log() {
             })
             .collect()
     };
-    let v8 = lines(Engine::V8);
-    assert_eq!(
-        v8,
-        vec![
-            r#"INFO log 1 {"a":[1,2]} null undefined true"#,
-            "INFO info",
-            r#"WARN warn ["x"]"#,
-            "ERROR error {}",
-            "DEBUG debug 10",
-            "INFO cyclic [object Object]",
-        ],
-        "{text}"
-    );
-    assert_eq!(v8, lines(Engine::QuickJs), "{text}");
+    for engine in ENGINES {
+        // The long line is cut at 16,384 characters, its tag included.
+        let tagged = format!("{} long ", engine.as_str()).len();
+        assert_eq!(
+            lines(engine),
+            vec![
+                r#"INFO log 1 {"a":[1,2]} null undefined true"#.to_string(),
+                "INFO info".to_string(),
+                r#"WARN warn ["x"]"#.to_string(),
+                "ERROR error {}".to_string(),
+                "DEBUG debug 10".to_string(),
+                "INFO cyclic [object Object]".to_string(),
+                format!(
+                    "INFO long {} ... [{} more characters not logged]",
+                    "x".repeat(16384 - tagged),
+                    100_000 + tagged - 16384
+                ),
+            ],
+            "{engine}: {text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -547,6 +554,18 @@ async fn builtins_are_the_same_and_safe() {
             "badForm": "RangeError",
         })
     );
+}
+
+#[tokio::test]
+async fn dynamic_import_is_refused_on_both() {
+    let suite = Suite::new();
+    for _ in 0..2 {
+        let json = json_body(suite.same("/dynamic_import", "").await);
+        assert_eq!(
+            json,
+            json!({"module": "refused", "function": "refused", "eval": "refused"})
+        );
+    }
 }
 
 /// Promise callbacks a handler queued without awaiting them run before

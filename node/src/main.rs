@@ -28,7 +28,9 @@ use clap::{Parser, Subcommand};
     version,
     about = "Charter: a replicated, verifiable ledger service running JavaScript apps",
     long_about = "Charter: a replicated, verifiable ledger service running JavaScript apps.\n\n\
-Nodes agree on one log with Raft; applications are JavaScript endpoints run by V8.\n\
+Nodes agree on one log with Raft; applications are JavaScript endpoints run by V8\n\
+(or QuickJS, if the app's app.json says \"engine\": \"quickjs\"), under heap, stack and\n\
+time limits set by governance.\n\
 Start here:  charter sandbox --nodes 3 --app samples/logging"
 )]
 struct Cli {

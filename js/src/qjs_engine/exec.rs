@@ -310,18 +310,27 @@ fn split_request_suffix(name: &str) -> (&str, &str) {
     }
 }
 
+thread_local! {
+    /// Set while this thread loads an endpoint's module graph
+    /// ([`load_handler`]): the only time a module may be resolved.
+    static LOADING_MODULES: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Imports resolve against the importing module's name, as on V8, and
 /// stay in the importing request's set of instances.
+///
+/// A dynamic `import()` run by a handler is refused, as V8 (which has no
+/// import callback here) refuses it: from code without a module name
+/// (`new Function`, indirect eval) it would have loaded one instance
+/// shared by every later request of the realm.
 struct BundleResolver;
 
 impl Resolver for BundleResolver {
-    fn resolve<'js>(
-        &mut self,
-        _ctx: &Ctx<'js>,
-        base: &str,
-        name: &str,
-    ) -> rquickjs::Result<String> {
+    fn resolve<'js>(&mut self, ctx: &Ctx<'js>, base: &str, name: &str) -> rquickjs::Result<String> {
         let (base, suffix) = split_request_suffix(base);
+        if !LOADING_MODULES.with(Cell::get) || suffix.is_empty() {
+            return Err(Exception::throw_message(ctx, "Not supported"));
+        }
         Ok(format!("{}{suffix}", resolve_specifier(base, name)))
     }
 }
@@ -525,6 +534,14 @@ fn load_handler<'js>(
 ) -> Result<Function<'js>, JsError> {
     let name = endpoint.js_module.as_str();
     let instance = format!("{name}{suffix}");
+    struct Loading;
+    impl Drop for Loading {
+        fn drop(&mut self) {
+            LOADING_MODULES.with(|l| l.set(false));
+        }
+    }
+    LOADING_MODULES.with(|l| l.set(true));
+    let _loading = Loading;
     let module_error = |what: &'static str| {
         move |e| match cl.exception(ctx, e) {
             JsError::Exception(detail) => {

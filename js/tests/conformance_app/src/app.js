@@ -164,6 +164,7 @@ export function console_api(request) {
   console.error(tag, "error", new Error("as error"));
   console.debug(tag, "debug", 10n);
   console.log(tag, "cyclic", cyclic);
+  console.log(tag, "long", "x".repeat(100000));
   return { body: [typeof console.log, typeof console.info, typeof console.warn, typeof console.error, typeof console.debug] };
 }
 
@@ -457,4 +458,25 @@ export function queued_jobs(request) {
     default:
       return { body: "fine" };
   }
+}
+
+// Dynamic import() is refused on both engines (V8 has no import callback
+// here; QuickJS would share a module loaded from `new Function` code
+// between requests).
+export async function dynamic_import() {
+  const out = {};
+  const attempts = [
+    ["module", () => import("./bombs.js")],
+    ["function", () => new Function('return import("./bombs.js")')()],
+    ["eval", () => (0, eval)('import("./bombs.js")')],
+  ];
+  for (const [name, attempt] of attempts) {
+    try {
+      await attempt();
+      out[name] = "loaded";
+    } catch (e) {
+      out[name] = "refused";
+    }
+  }
+  return { body: out };
 }
