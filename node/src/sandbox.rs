@@ -122,6 +122,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         }
     }
     let resume = ws.join("node0").join("node.json").exists();
+    check_same_shape(&ws, &args, &app, resume)?;
     let exe = std::env::current_exe()?;
     let mut children = Nodes(Vec::new());
     let runtime = tokio::runtime::Runtime::new()?;
@@ -382,4 +383,83 @@ fn print_banner(ws: &Path, args: &SandboxArgs, engine: &str) {
         "  {exe} gov propose set_user --cert-file NEW_USER_cert.pem {gov}"
     );
     let _ = writeln!(out, "\nPress Ctrl-C to stop all nodes.");
+}
+
+/// A sandbox's shape, recorded when it is created: node addresses are in
+/// its membership and the app is in its ledger, so a resumed sandbox must
+/// be run with the same `--nodes`, `--base-port` and `--app`.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+struct Shape {
+    nodes: usize,
+    base_port: u16,
+    app: PathBuf,
+}
+
+fn check_same_shape(ws: &Path, args: &SandboxArgs, app: &Path, resume: bool) -> anyhow::Result<()> {
+    let path = ws.join("sandbox.json");
+    let now = Shape {
+        nodes: args.nodes,
+        base_port: args.base_port,
+        app: app.to_path_buf(),
+    };
+    let recorded = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Shape>(&b).ok());
+    match recorded {
+        Some(was) if resume && was != now => bail!(
+            "{} holds a sandbox created with --nodes {} --base-port {} --app {}; resume it with \
+             those (a different --app is installed by governance: charter gov propose set_js_app), \
+             or use another --workspace for a new one",
+            ws.display(),
+            was.nodes,
+            was.base_port,
+            was.app.display()
+        ),
+        Some(_) if resume => Ok(()),
+        // A new sandbox, or one made before its shape was recorded.
+        _ => std::fs::write(&path, serde_json::to_vec_pretty(&now)?)
+            .with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nodes: usize, base_port: u16) -> SandboxArgs {
+        SandboxArgs {
+            nodes,
+            app: PathBuf::from("samples/logging"),
+            workspace: PathBuf::from("unused"),
+            base_port,
+            js_engine: None,
+        }
+    }
+
+    #[test]
+    fn a_resumed_sandbox_must_keep_its_shape() {
+        let ws = tempfile::tempdir().unwrap();
+        let app = Path::new("/apps/logging");
+        // Created: the shape is recorded.
+        check_same_shape(ws.path(), &args(3, 9800), app, false).unwrap();
+        // Resumed the same way: fine.
+        check_same_shape(ws.path(), &args(3, 9800), app, true).unwrap();
+        // Resumed differently: refused, naming what it was made with.
+        for (a, other_app) in [
+            (args(2, 9800), app),
+            (args(3, 9810), app),
+            (args(3, 9800), Path::new("/apps/other")),
+        ] {
+            let e = check_same_shape(ws.path(), &a, other_app, true).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains("--nodes 3 --base-port 9800 --app /apps/logging"),
+                "{e}"
+            );
+        }
+        // A new sandbox in a workspace whose nodes were never started
+        // records its own shape.
+        check_same_shape(ws.path(), &args(2, 9900), app, false).unwrap();
+        check_same_shape(ws.path(), &args(2, 9900), app, true).unwrap();
+    }
 }
