@@ -109,9 +109,14 @@
   // One console line is at most this many characters: the node's log is
   // not the place for megabytes an app prints by mistake (or on purpose).
   const MAX_LOG_LINE = 16384;
+  const lineBreaks = /[\r\n\u2028\u2029]/g;
+  const escapeLineBreak = (c) =>
+    c === "\n" ? "\\n" : c === "\r" ? "\\r" : c === "\u2028" ? "\\u2028" : "\\u2029";
   function logger(level) {
     return (...args) => {
-      let line = args.map(show).join(" ");
+      // Line breaks are escaped: one console call is one log line, and
+      // an app (or input it logs) cannot forge the node's own lines.
+      let line = args.map(show).join(" ").replace(lineBreaks, escapeLineBreak);
       if (line.length > MAX_LOG_LINE) {
         line = line.slice(0, MAX_LOG_LINE) + " ... [" + (line.length - MAX_LOG_LINE) + " more characters not logged]";
       }
@@ -381,7 +386,16 @@
       type = "application/json";
     }
     if (type !== undefined && !hasContentType) headers.push(["content-type", type]);
-    return { status, headers, body: bytes, applyWrites };
+    // Read by the engine after the jobs queued while this ran have run:
+    // a `setApplyWrites` in one of them counts, as their writes do.
+    return {
+      status,
+      headers,
+      body: bytes,
+      get applyWrites() {
+        return applyWrites;
+      },
+    };
   }
 
   return { makeRequest, toResponse };

@@ -430,6 +430,7 @@ async fn console_writes_the_same_lines_to_the_node_log() {
                 "ERROR error {}".to_string(),
                 "DEBUG debug 10".to_string(),
                 "INFO cyclic [object Object]".to_string(),
+                r"INFO two\nlines\r\n".to_string(),
                 format!(
                     "INFO long {} ... [{} more characters not logged]",
                     "x".repeat(16384 - tagged),
@@ -589,6 +590,11 @@ async fn queued_jobs_belong_to_the_request() {
         .expect("apply_writes_false");
     assert_eq!(response.apply_writes, Some(false));
     assert!(!response.should_apply_writes());
+    let (response, _) = suite
+        .same("/jobs/apply_writes_while_read", "")
+        .await
+        .expect("apply_writes_while_read");
+    assert_eq!(response.apply_writes, Some(false));
 
     for (kind, expected) in [
         ("loop", JsError::Timeout(300)),

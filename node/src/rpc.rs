@@ -114,11 +114,17 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 /// The 500 for a failed handler. A thrown exception's text is the app's
 /// (it may hold data), so governance decides whether clients see it
 /// (`return_exception_details`) and whether the log keeps it
-/// (`log_exception_details`); limit hits and invalid responses are the
-/// node's own words and always given.
+/// (`log_exception_details`). The same goes for an invalid response,
+/// whose message may quote the app; limit hits and module errors are
+/// the node's own words and always given.
 fn js_error_response(node: &Node, path: &str, e: &charter_js::JsError) -> Response<Body> {
     let limits = node.engine.limits();
-    let exception = matches!(e, charter_js::JsError::Exception(_));
+    // An invalid response's message can quote the app too (a `toJSON`
+    // that threw, a header name).
+    let exception = matches!(
+        e,
+        charter_js::JsError::Exception(_) | charter_js::JsError::BadResponse(_)
+    );
     if !exception || limits.log_exception_details {
         tracing::warn!(path = %path, code = e.code(), "JS handler failed: {}", e.message());
     } else {
@@ -127,7 +133,13 @@ fn js_error_response(node: &Node, path: &str, e: &charter_js::JsError) -> Respon
     let message = if !exception || limits.return_exception_details {
         e.message()
     } else {
-        "The handler threw an exception (details are not returned: return_exception_details is false)".to_string()
+        format!(
+            "{} (details are not returned: return_exception_details is false)",
+            match e {
+                charter_js::JsError::Exception(_) => "The handler threw an exception",
+                _ => "The handler's response is invalid",
+            }
+        )
     };
     error_response(StatusCode::INTERNAL_SERVER_ERROR, e.code(), message)
 }

@@ -180,6 +180,9 @@ fn buf_to_str(
     }
 }
 
+/// The longest string `normalize` takes on V8 (UTF-16 code units).
+const MAX_NORMALIZE_CHARS: usize = 1 << 20;
+
 /// `String.prototype.normalize`'s work on V8 (the prelude checks the
 /// form): this V8 has ICU's code but not its data, and its NFKC and NFKD
 /// crash the process.
@@ -189,6 +192,19 @@ fn normalize(
     mut rv: v8::ReturnValue,
 ) {
     use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed};
+    // The host call cannot be interrupted and its copies are outside the
+    // heap budget (NFKD can make 18 characters of one), so the input is
+    // bounded; QuickJS's own normalize runs inside its limits.
+    let length = args.get(0).to_string(scope).map_or(0, |s| s.length());
+    if length > MAX_NORMALIZE_CHARS {
+        throw_range_error(
+            scope,
+            &format!(
+                "String.prototype.normalize: strings longer than {MAX_NORMALIZE_CHARS} characters are not normalized on this engine"
+            ),
+        );
+        return;
+    }
     let text = args.get(0).to_rust_string_lossy(scope);
     let form = args.get(1).to_rust_string_lossy(scope);
     let normalized = match form.as_str() {

@@ -275,6 +275,28 @@ async fn heap_bombs_are_stopped_and_the_isolate_replaced() {
     );
 }
 
+/// The host's `normalize` cannot be interrupted: it refuses strings longer
+/// than 2^20 characters with a catchable RangeError.
+#[tokio::test]
+async fn normalize_refuses_strings_too_long_for_the_host() {
+    let fx = Fixture::with_limits(Limits {
+        max_execution_time_ms: 30_000,
+        ..limits()
+    });
+    let b = bundle(
+        r#"export function main() {
+             const ok = "\ufb01".repeat(1000).normalize("NFKC").length;
+             let long;
+             try { "a".repeat((1 << 20) + 1).normalize(); } catch (e) { long = e.name; }
+             return { body: { ok, long } };
+           }"#,
+    );
+    assert_eq!(
+        fx.body(&b, "main").await,
+        r#"{"ok":2000,"long":"RangeError"}"#
+    );
+}
+
 /// Governance may set any byte count; V8 aborted the process on a heap
 /// limit that was not a multiple of its page size.
 #[tokio::test]

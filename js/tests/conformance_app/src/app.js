@@ -164,6 +164,7 @@ export function console_api(request) {
   console.error(tag, "error", new Error("as error"));
   console.debug(tag, "debug", 10n);
   console.log(tag, "cyclic", cyclic);
+  console.log(tag, "two\nlines\r\n");
   console.log(tag, "long", "x".repeat(100000));
   return { body: [typeof console.log, typeof console.info, typeof console.warn, typeof console.error, typeof console.debug] };
 }
@@ -430,6 +431,15 @@ export function queued_jobs(request) {
       map.set(ccf.strToBuf("w"), ccf.strToBuf("1"));
       Promise.resolve().then(() => ccf.rpc.setApplyWrites(false));
       return { body: "queued" };
+    case "apply_writes_while_read":
+      // A job queued while the response is read.
+      map.set(ccf.strToBuf("w"), ccf.strToBuf("1"));
+      return {
+        get statusCode() {
+          Promise.resolve().then(() => ccf.rpc.setApplyWrites(false));
+          return 200;
+        },
+      };
     case "loop":
       map.set(ccf.strToBuf("w"), ccf.strToBuf("1"));
       Promise.resolve().then(() => {
