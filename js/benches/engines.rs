@@ -173,6 +173,7 @@ impl Bench {
 fn engines(c: &mut Criterion) {
     let bench = Bench {
         rt: tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("tokio runtime"),
         engine: JsEngine::new(1, Limits::default()),

@@ -19,6 +19,7 @@ fn main() {
     let engine = JsEngine::new(1, Limits::default());
     let store = Arc::new(Store::new());
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let (endpoint, params) = bundle.find("POST", "/empty").unwrap();

@@ -177,7 +177,8 @@ impl JsEngine {
 
     /// Runs `endpoint`'s function for `request` inside `tx`, on the engine
     /// of `bundle`. On success the transaction comes back with the
-    /// handler's reads and writes.
+    /// handler's reads and writes. Needs a tokio runtime with its timer
+    /// enabled (the front times out stuck QuickJS workers).
     pub async fn execute(
         &self,
         bundle: Arc<AppBundle>,
