@@ -12,6 +12,20 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
+/// `samples/bench`'s bombs (`GET /app/bomb/{kind}`) and the error code
+/// each must get with its 500; loadgen's `--mode bombs` and the e2e test
+/// use the same table.
+pub const BENCH_BOMBS: [(&str, &str); 8] = [
+    ("loop", "JSExecutionTimeExceeded"),
+    ("heap", "JSHeapLimitExceeded"),
+    ("array_buffers", "JSHeapLimitExceeded"),
+    ("string_doubling", "JSHeapLimitExceeded"),
+    ("recursion", "JSException"),
+    ("deep_json", "JSException"),
+    ("huge_response", "JSHeapLimitExceeded"),
+    ("throw", "JSException"),
+];
+
 /// Polls `check` every 100 ms until it holds; panics naming `what` if it
 /// does not within `limit`.
 pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use charter_e2e::{eventually, keygen, repo_root, Cluster, ClusterOptions};
+use charter_e2e::{eventually, keygen, repo_root, Cluster, ClusterOptions, BENCH_BOMBS};
 use serde_json::{json, Value};
 
 async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
@@ -176,19 +176,6 @@ async fn failing_handlers_give_500_and_leave_no_writes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// samples/bench's bombs and the code each must get with its 500 (the same
-/// table as loadgen's).
-const BOMBS: [(&str, &str); 8] = [
-    ("loop", "JSExecutionTimeExceeded"),
-    ("heap", "JSHeapLimitExceeded"),
-    ("array_buffers", "JSHeapLimitExceeded"),
-    ("string_doubling", "JSHeapLimitExceeded"),
-    ("recursion", "JSException"),
-    ("deep_json", "JSException"),
-    ("huge_response", "JSHeapLimitExceeded"),
-    ("throw", "JSException"),
-];
-
 /// Every bomb once, each followed by a normal write; then `/compute`,
 /// whose answer is returned.
 async fn bench_app_survives_bombs(c: &Cluster, engine: &str) -> anyhow::Result<Value> {
@@ -196,7 +183,7 @@ async fn bench_app_survives_bombs(c: &Cluster, engine: &str) -> anyhow::Result<V
     let metrics = c.get_json(0, "/node/js_metrics").await?;
     assert_eq!(metrics["engine"], engine, "{metrics}");
     assert!(metrics["rss_bytes"].as_u64().unwrap_or(0) > 0, "{metrics}");
-    for (i, (kind, code)) in BOMBS.into_iter().enumerate() {
+    for (i, (kind, code)) in BENCH_BOMBS.into_iter().enumerate() {
         let (s, got, m) =
             error_of(c.user.get(url(&format!("/app/bomb/{kind}"))).send().await?).await;
         assert_eq!((s, got.as_str()), (500, code), "{engine} {kind}: {m}");

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use charter_e2e::BENCH_BOMBS;
 use clap::Parser;
 use serde_json::Value;
 
@@ -84,18 +85,6 @@ struct Args {
     #[arg(long)]
     bombs: Option<String>,
 }
-
-/// The bench app's bombs and the error code each must get (with a 500).
-const BOMBS: [(&str, &str); 8] = [
-    ("loop", "JSExecutionTimeExceeded"),
-    ("heap", "JSHeapLimitExceeded"),
-    ("array_buffers", "JSHeapLimitExceeded"),
-    ("string_doubling", "JSHeapLimitExceeded"),
-    ("recursion", "JSException"),
-    ("deep_json", "JSException"),
-    ("huge_response", "JSHeapLimitExceeded"),
-    ("throw", "JSException"),
-];
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -389,7 +378,7 @@ struct KindStats {
 /// RSS table and the outcomes. Returns whether everything was as expected.
 async fn bombs(args: &Args, service: &Service, clients: usize) -> anyhow::Result<bool> {
     let kinds: Vec<(String, String)> = match &args.bombs {
-        None => BOMBS
+        None => BENCH_BOMBS
             .iter()
             .map(|(k, c)| (k.to_string(), c.to_string()))
             .collect(),
@@ -397,14 +386,14 @@ async fn bombs(args: &Args, service: &Service, clients: usize) -> anyhow::Result
             .split(',')
             .map(|k| {
                 let k = k.trim();
-                BOMBS
+                BENCH_BOMBS
                     .iter()
                     .find(|(name, _)| *name == k)
                     .map(|(name, code)| (name.to_string(), code.to_string()))
                     .with_context(|| {
                         format!(
                             "unknown bomb {k:?}; the kinds are {:?}",
-                            BOMBS.iter().map(|b| b.0).collect::<Vec<_>>()
+                            BENCH_BOMBS.iter().map(|b| b.0).collect::<Vec<_>>()
                         )
                     })
             })
