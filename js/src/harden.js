@@ -91,6 +91,45 @@
     delete Atomics.waitAsync;
   }
 
+  // Array.prototype.fill over a huge range: V8's builtin fills a sparse
+  // (dictionary-mode) array without checking for interrupts and aborts
+  // the whole process once it outgrows the heap limit's grant
+  // (`new Array(1e8).fill(0)`). Past 2^20 elements the fill is a JS loop,
+  // which the heap and time limits stop like any other code.
+  {
+    const nativeFill = Array.prototype.fill;
+    const apply = Reflect.apply;
+    const ObjectType = Object;
+    const NumberType = Number;
+    const trunc = Math.trunc;
+    const min = Math.min;
+    const max = Math.max;
+    const NATIVE_FILL_MAX = 1 << 20;
+    const integer = (v) => {
+      const n = NumberType(v);
+      return n !== n ? 0 : trunc(n) + 0;
+    };
+    const relative = (v, len) => (v < 0 ? max(len + v, 0) : min(v, len));
+    defineProperty(Array.prototype, "fill", {
+      value: {
+        fill(value, start, end) {
+          if (this === null || this === undefined) {
+            throw new TypeErrorType("Array.prototype.fill called on null or undefined");
+          }
+          const o = ObjectType(this);
+          const len = min(max(integer(o.length), 0), 2 ** 53 - 1);
+          let k = relative(integer(start), len);
+          const last = relative(end === undefined ? len : integer(end), len);
+          if (last - k <= NATIVE_FILL_MAX) return apply(nativeFill, o, [value, k, last]);
+          for (; k < last; k++) o[k] = value;
+          return o;
+        },
+      }.fill,
+      writable: true,
+      configurable: true,
+    });
+  }
+
   // QuickJS has Error.stackTraceLimit as an accessor, which freezing Error
   // would leave settable: make it plain data as on V8.
   const stackTraceLimit = getOwnPropertyDescriptor(Error, "stackTraceLimit");

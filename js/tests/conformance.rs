@@ -553,6 +553,10 @@ async fn builtins_are_the_same_and_safe() {
             "nfkc": "fix1",
             "nfkd": "1\u{2044}2",
             "badForm": "RangeError",
+            "fillSmall": [1, 0, 0, 0, 5],
+            "fillBig": [(1 << 20) + 1000, 7, 7],
+            "fillObject": {"1": "x", "2": "x", "length": 3},
+            "fillFrozen": "TypeError",
         })
     );
 }
@@ -844,30 +848,27 @@ async fn infinite_loops_time_out_and_the_next_request_is_fine() {
     assert_eq!(m.v8_contexts_created.load(Relaxed), 3);
 }
 
-/// A regex that backtracks for hours: V8 stops it on time. QuickJS's regex
-/// engine never polls for interrupts, so its worker is stuck: the front
-/// answers at the time limit plus a margin (1 s) and starts a worker in
-/// its place, so the next request is served at once.
+/// A regex that backtracks for long: V8 stops it on time. QuickJS's regex
+/// engine never polls for interrupts, so its worker is stuck until the
+/// match ends (seconds here, 2^25 steps in a debug build; hours with a
+/// few more characters): the front answers at the time limit plus a
+/// margin (1 s) and starts a worker in its place, so the next request is
+/// served at once.
 #[tokio::test]
 async fn a_worker_stuck_in_a_regex_is_answered_for_and_replaced() {
     let suite = Suite::with_limits(Limits {
         max_execution_time_ms: 200,
         ..limits()
     });
-    // Without the give-up, QuickJS would answer in hours.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let e = error(suite.same("/bomb/regex_stuck", "").await);
-        assert_eq!(e, JsError::Timeout(200));
-        for engine in ENGINES {
-            suite.still_fine(engine).await;
-        }
-    })
-    .await
-    .expect("a QuickJS worker stuck in a regex held up the requests");
+    let e = error(suite.same("/bomb/regex", "").await);
+    assert_eq!(e, JsError::Timeout(200));
+    for engine in ENGINES {
+        suite.still_fine(engine).await;
+    }
     use std::sync::atomic::Ordering::Relaxed;
     let m = suite.engine.metrics();
+    // The answer came from the front's give-up, not from a late worker.
     assert_eq!(m.quickjs_workers_replaced.load(Relaxed), 1);
-    assert_eq!(suite.engine.quickjs_stuck_workers(), 1);
     assert_eq!(m.v8.timeouts.load(Relaxed), 1);
 }
 
@@ -875,6 +876,8 @@ async fn a_worker_stuck_in_a_regex_is_answered_for_and_replaced() {
 async fn memory_bombs_hit_the_heap_limit_on_both() {
     let suite = Suite::new();
     for kind in [
+        "fill_sparse",
+        "fill_object",
         "heap",
         "heap_objects",
         "heap_caught",
@@ -910,8 +913,8 @@ async fn memory_bombs_hit_the_heap_limit_on_both() {
     );
     use std::sync::atomic::Ordering::Relaxed;
     let m = suite.engine.metrics();
-    assert_eq!(m.v8.heap_limit_hits.load(Relaxed), 6);
-    assert_eq!(m.quickjs.heap_limit_hits.load(Relaxed), 7);
+    assert_eq!(m.v8.heap_limit_hits.load(Relaxed), 8);
+    assert_eq!(m.quickjs.heap_limit_hits.load(Relaxed), 9);
 }
 
 #[tokio::test]

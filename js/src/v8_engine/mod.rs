@@ -449,6 +449,10 @@ fn execute_one(
     let tx = host::take_tx();
     let claims_digest = host::take_claims_digest();
     let result = match outcome {
+        // V8 admits one large object past the limit (`new Array(3e7)` is
+        // 240 MB): a request that ends over its limit has broken it, even
+        // if it answered.
+        Ok(_) if over_limit => Err(JsError::HeapLimit(limits.max_heap_bytes)),
         Ok(response) => match tx {
             Some(tx) => Ok((
                 JsResponse {

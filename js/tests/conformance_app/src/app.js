@@ -415,6 +415,14 @@ export function builtins() {
       nfkc: "\ufb01x\u2460".normalize("NFKC"),
       nfkd: "\u00bd".normalize("NFKD"),
       badForm: caught(() => "a".normalize("NFX")),
+      fillSmall: [1, 2, 3, 4, 5].fill(0, 1, -1),
+      fillBig: (() => {
+        const n = (1 << 20) + 1000;
+        const a = new Array(n).fill(7);
+        return [a.length, a[0], a[n - 1]];
+      })(),
+      fillObject: Array.prototype.fill.call({ length: 3 }, "x", "1"),
+      fillFrozen: caught(() => Object.freeze([1, 2]).fill(0)),
     },
   };
 }

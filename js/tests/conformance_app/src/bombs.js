@@ -21,10 +21,13 @@ export function bomb(request) {
     case "regex":
       // Catastrophic backtracking: 2^25 steps.
       return { body: /(a+)+$/.test("a".repeat(25) + "b") };
-    case "regex_stuck":
-      // 2^34 steps: hours on QuickJS, whose regex engine never polls for
-      // interrupts.
-      return { body: /(a+)+$/.test("a".repeat(34) + "b") };
+    case "fill_sparse":
+      // V8's own fill aborted the process here.
+      new Array(1e8).fill(0);
+      return { body: "filled" };
+    case "fill_object":
+      Array.prototype.fill.call({ length: 1e8 }, 0);
+      return { body: "filled" };
     case "heap": {
       const a = [];
       for (;;) a.push(new Array(1000).fill("x" + a.length));
