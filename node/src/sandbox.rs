@@ -138,21 +138,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
             &config,
             &node_config(&ws, i, args.base_port, &app, args.js_engine.as_deref()),
         )?;
-        let verb = if i == 0 { "start" } else { "join" };
-        let log_path = ws.join(format!("node{i}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let child = Command::new(&exe)
-            .args(["node", verb, "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting node {i}"))?;
-        children.0.push(child);
+        children.0.push(spawn_node(&exe, &ws, i)?);
         if !resume {
             // A new service: the first node must be up before others join,
             // and joins go one at a time.
@@ -204,13 +190,16 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         }
     }
     print_banner(&ws, &args, &engine);
-    // Ctrl-C (or SIGTERM) ends the sandbox; dropping `children` stops the nodes.
+    // Ctrl-C (or SIGTERM) ends the sandbox; dropping `children` stops the
+    // nodes. Meanwhile a node that exits is reported and started again
+    // (it resumes from its data), a few times at most.
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = restart_exited_nodes(&exe, &ws, &mut children) => {}
         }
         anyhow::Ok(())
     })?;
@@ -218,6 +207,70 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
     drop(children);
     println!("Stopped. Run the same command again to resume with the same data.");
     Ok(())
+}
+
+/// Starts node `i` of the sandbox in `ws` (`start` for node 0, `join`
+/// for the others; either resumes from the node's data if it has some),
+/// its output appended to `node{i}.log`.
+fn spawn_node(exe: &Path, ws: &Path, i: usize) -> anyhow::Result<Child> {
+    let config = ws.join(format!("node{i}.toml"));
+    let verb = if i == 0 { "start" } else { "join" };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ws.join(format!("node{i}.log")))?;
+    Command::new(exe)
+        .args(["node", verb, "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting node {i}"))
+}
+
+/// Restarts of one node after which the sandbox stops restarting it.
+const MAX_RESTARTS: u32 = 3;
+
+/// Runs until Ctrl-C: a node that exits is reported, with the end of its
+/// log, and started again, at most [`MAX_RESTARTS`] times.
+async fn restart_exited_nodes(exe: &Path, ws: &Path, children: &mut Nodes) {
+    let mut restarts = vec![0u32; children.0.len()];
+    let mut given_up = vec![false; children.0.len()];
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (i, child) in children.0.iter_mut().enumerate() {
+            if given_up[i] {
+                continue;
+            }
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            let log = ws.join(format!("node{i}.log"));
+            if restarts[i] >= MAX_RESTARTS {
+                given_up[i] = true;
+                eprintln!(
+                    "\nnode {i} exited again ({status}) after {MAX_RESTARTS} restarts; not restarting it. \
+                     See {}",
+                    log.display()
+                );
+                continue;
+            }
+            restarts[i] += 1;
+            eprintln!(
+                "\nnode {i} exited ({status}); see {}. Restarting it ({}/{MAX_RESTARTS}) ...",
+                log.display(),
+                restarts[i]
+            );
+            match spawn_node(exe, ws, i) {
+                Ok(c) => *child = c,
+                Err(e) => {
+                    given_up[i] = true;
+                    eprintln!("node {i} could not be restarted: {e:#}");
+                }
+            }
+        }
+    }
 }
 
 /// Waits until the service reports `n` voters and a primary.
