@@ -97,8 +97,17 @@
     },
   );
 
+  const ErrorType = Error;
   function show(value) {
     if (typeof value === "string") return value;
+    // An Error's own properties are not enumerable: JSON shows `{}`.
+    if (value instanceof ErrorType) {
+      try {
+        return StringType(value);
+      } catch (e) {
+        return "[an Error that cannot be shown]";
+      }
+    }
     try {
       const s = stringify(value);
       return s === undefined ? StringType(value) : s;

@@ -427,7 +427,7 @@ async fn console_writes_the_same_lines_to_the_node_log() {
                 r#"INFO log 1 {"a":[1,2]} null undefined true"#.to_string(),
                 "INFO info".to_string(),
                 r#"WARN warn ["x"]"#.to_string(),
-                "ERROR error {}".to_string(),
+                "ERROR error Error: as error".to_string(),
                 "DEBUG debug 10".to_string(),
                 "INFO cyclic [object Object]".to_string(),
                 r"INFO two\nlines\r\n".to_string(),
