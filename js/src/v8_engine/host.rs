@@ -7,7 +7,7 @@
 //! panic the node, and no callback panics (a panic cannot unwind through
 //! V8's frames).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use charter_ledger::Tx;
@@ -21,6 +21,22 @@ thread_local! {
     static CLAIMS_DIGEST: RefCell<Option<[u8; 32]>> = const { RefCell::new(None) };
     /// What `ccf.consensus` reads during the current request, if anything.
     static CONSENSUS: RefCell<Option<Arc<dyn ConsensusView>>> = const { RefCell::new(None) };
+    /// The heap limit of the current execution, and whether a host
+    /// function refused work because it could not fit in it.
+    static HEAP_LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+    static HEAP_REFUSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the heap limit host functions hold the next execution to.
+pub(crate) fn set_heap_limit(max_heap_bytes: usize) {
+    HEAP_LIMIT.with(|l| l.set(max_heap_bytes));
+    HEAP_REFUSED.with(|r| r.set(false));
+}
+
+/// Whether a host function refused work past the heap limit during the
+/// last execution (then its exception is a heap-limit hit).
+pub(crate) fn take_heap_refused() -> bool {
+    HEAP_REFUSED.with(|r| r.replace(false))
 }
 
 /// Sets what `ccf.consensus` reads for the next execution on this thread.
@@ -159,6 +175,21 @@ fn str_to_buf(
     args: v8::FunctionCallbackArguments,
     mut rv: v8::ReturnValue,
 ) {
+    // A string longer than the heap limit (a rope, which costs little
+    // until it is flattened: `"x".repeat(2 ** 28)`) cannot become bytes
+    // within it; refuse before flattening and copying it.
+    let value = args.get(0);
+    if value.is_string() {
+        let length = value.to_string(scope).map_or(0, |s| s.length());
+        if length > HEAP_LIMIT.with(Cell::get) {
+            HEAP_REFUSED.with(|r| r.set(true));
+            throw_range_error(
+                scope,
+                "ccf.strToBuf: the string is larger than the heap limit",
+            );
+            return;
+        }
+    }
     let Some(s) = string_arg(scope, &args, 0, "ccf.strToBuf's argument") else {
         return;
     };

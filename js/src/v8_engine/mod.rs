@@ -406,6 +406,7 @@ fn execute_one(
         None => w.realm.take(),
     };
     host::bind_tx(tx);
+    host::set_heap_limit(limits.max_heap_bytes);
     w.isolate.cancel_terminate_execution();
     watchdog.arm(
         w.isolate.thread_safe_handle(),
@@ -439,7 +440,8 @@ fn execute_one(
     // the next request.
     w.isolate.cancel_terminate_execution();
     let heap_hit = w.heap.hit.swap(false, Ordering::SeqCst);
-    let buffers_refused = w.buffers.refused.swap(false, Ordering::SeqCst);
+    let buffers_refused =
+        w.buffers.refused.swap(false, Ordering::SeqCst) | host::take_heap_refused();
     // One large allocation can pass the limit without the callback firing
     // (V8 always admits a first large object): an isolate left over its
     // limit is not reused either.
