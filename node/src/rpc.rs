@@ -121,16 +121,16 @@ fn js_error_response(node: &Node, path: &str, e: &charter_js::JsError) -> Respon
     let limits = node.engine.limits();
     // An invalid response's message can quote the app too (a `toJSON`
     // that threw, a header name).
-    let exception = matches!(
+    let quotes_app = matches!(
         e,
         charter_js::JsError::Exception(_) | charter_js::JsError::BadResponse(_)
     );
-    if !exception || limits.log_exception_details {
+    if !quotes_app || limits.log_exception_details {
         tracing::warn!(path = %path, code = e.code(), "JS handler failed: {}", e.message());
     } else {
         tracing::warn!(path = %path, code = e.code(), "JS handler failed (details not logged: log_exception_details is false)");
     }
-    let message = if !exception || limits.return_exception_details {
+    let message = if !quotes_app || limits.return_exception_details {
         e.message()
     } else {
         format!(

@@ -28,7 +28,7 @@ mod memory;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -100,12 +100,10 @@ impl QjsEngine {
         // QuickJS's regular expressions never poll for interrupts, so a
         // worker can be stuck far past the time limit: the front gives up
         // on it and starts another (`jobs.rs`).
-        let replaced = Arc::new(AtomicU64::new(0));
         let respawn_metrics = metrics.clone();
         queue.set_respawn(
             Box::new(move || {
-                let n = replaced.fetch_add(1, Ordering::Relaxed);
-                respawn_metrics
+                let n = respawn_metrics
                     .quickjs_workers_replaced
                     .fetch_add(1, Ordering::Relaxed);
                 spawn(format!("qjs-worker-r{n}"));

@@ -402,10 +402,7 @@ fn run_in_realm(
     let mut result = handler
         .call(tc, undefined, &[js_request])
         .ok_or(Failure::Thrown)?;
-    tc.perform_microtask_checkpoint();
-    if tc.has_terminated() || tc.is_execution_terminating() {
-        return Err(Failure::Thrown);
-    }
+    run_microtasks(tc)?;
     if let Ok(promise) = v8::Local::<v8::Promise>::try_from(result) {
         match promise.state() {
             v8::PromiseState::Fulfilled => result = promise.result(tc),
@@ -430,10 +427,7 @@ fn run_in_realm(
         .ok_or(Failure::Thrown)?;
     // Jobs queued while the response was read (a `toJSON`'s) also run
     // within the request.
-    tc.perform_microtask_checkpoint();
-    if tc.has_terminated() || tc.is_execution_terminating() {
-        return Err(Failure::Thrown);
-    }
+    run_microtasks(tc)?;
     let response = v8::Local::<v8::Object>::try_from(response)
         .map_err(|_| JsError::Internal("toResponse returned a non-object".into()))?;
     let error = get(tc, response, "error")?;
@@ -472,6 +466,15 @@ fn run_in_realm(
         claims_digest: None,
         apply_writes: apply_writes.is_boolean().then(|| apply_writes.is_true()),
     })
+}
+
+/// Runs every queued microtask; a limit hit in one ends the request.
+fn run_microtasks(tc: &mut v8::TryCatch<v8::HandleScope>) -> Result<(), Failure> {
+    tc.perform_microtask_checkpoint();
+    if tc.has_terminated() || tc.is_execution_terminating() {
+        return Err(Failure::Thrown);
+    }
+    Ok(())
 }
 
 /// Compiles, instantiates and evaluates the endpoint's module graph and

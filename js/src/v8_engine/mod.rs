@@ -440,7 +440,9 @@ fn execute_one(
     // the next request.
     w.isolate.cancel_terminate_execution();
     let heap_hit = w.heap.hit.swap(false, Ordering::SeqCst);
-    let buffers_refused =
+    // The ArrayBuffer allocator or a host function refused memory past
+    // the budget.
+    let budget_refused =
         w.buffers.refused.swap(false, Ordering::SeqCst) | host::take_heap_refused();
     // One large allocation can pass the limit without the callback firing
     // (V8 always admits a first large object): an isolate left over its
@@ -471,7 +473,7 @@ fn execute_one(
         // speaking; so is any exception from an isolate left over its heap
         // limit (a string too long to build can throw before the
         // near-heap-limit callback runs, and then cannot even be shown).
-        Err(exec::RunError::Js(JsError::Exception(_))) if buffers_refused || over_limit => {
+        Err(exec::RunError::Js(JsError::Exception(_))) if budget_refused || over_limit => {
             Err(JsError::HeapLimit(limits.max_heap_bytes))
         }
         Err(exec::RunError::Js(e)) => Err(e),
