@@ -76,6 +76,12 @@ pub struct Metrics {
     pub v8_contexts_created: AtomicU64,
     /// Bytes of V8 code cache a worker holds for the current app's modules.
     pub v8_code_cache_bytes: AtomicU64,
+    /// Module factories compiled (one per module per V8 context): the
+    /// fresh-state fast path (`v8_engine/factory.rs`).
+    pub v8_module_factories: AtomicU64,
+    /// Entry modules a V8 context runs as real modules because their
+    /// module graph is not taken by the factory rewrite.
+    pub v8_module_fallbacks: AtomicU64,
     /// QuickJS realms (runtime and context, prelude run and hardened)
     /// created: one per worker and app, plus one after each terminated or
     /// unclean request, plus one every `REQUESTS_PER_REALM` requests.

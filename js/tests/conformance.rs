@@ -766,6 +766,72 @@ async fn no_state_survives_from_one_request_to_the_next() {
     );
 }
 
+/// V8 makes fresh module instances by calling module factories
+/// (`js/src/v8_engine/factory.rs`); QuickJS evaluates real modules. Every
+/// import and export form must come out the same, in the same evaluation
+/// order, afresh in every request.
+#[tokio::test]
+async fn module_forms_are_the_same_on_both_and_fresh_every_time() {
+    let suite = Suite::new();
+    let expected = json!({
+        "order": ["a", "b", "entry"],
+        "calls": 1,
+        "def": "def",
+        "defName": "def",
+        "named": 1,
+        "alias": 2,
+        "nsKeys": ["K", "f"],
+        "nsTag": "[object Module]",
+        "nsProto": null,
+        "nsExtensible": false,
+        "nsF": "f",
+        "nsK": "function",
+        "anon": "anon",
+        "anonName": "default",
+        "arrow": 2,
+        "arrowName": "default",
+        "again": 1,
+        "sameDefault": true,
+        "strictThis": true,
+    });
+    for _ in 0..3 {
+        assert_eq!(json_body(suite.same("/forms", "").await), expected);
+    }
+    let m = suite.engine.metrics();
+    assert_eq!(
+        m.v8_module_factories.load(Ordering::Relaxed),
+        7,
+        "entry.js and its six imports run as factories on V8"
+    );
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 0);
+
+    // Stack traces name the module and its own line numbers.
+    let stack = response(suite.call(Engine::V8, "/forms/stack", "").await).body;
+    let stack = String::from_utf8_lossy(&stack);
+    assert!(stack.contains("at stack (forms/entry.js:41:25)"), "{stack}");
+
+    // A graph importing a reassigned `let` runs as real modules on V8: the
+    // importer sees the live binding.
+    for _ in 0..2 {
+        assert_eq!(
+            json_body(suite.same("/forms/live", "").await),
+            json!({"counter": 2})
+        );
+    }
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 1);
+}
+
+/// The conformance app's own modules (`export let`, `import()`) run as
+/// factories on V8.
+#[tokio::test]
+async fn the_conformance_app_runs_as_module_factories_on_v8() {
+    let suite = Suite::new();
+    suite.same("/isolation", "{}").await.expect("isolation runs");
+    let m = suite.engine.metrics();
+    assert_eq!(m.v8_module_factories.load(Ordering::Relaxed), 2);
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn interpreter_reuse_keeps_module_state_per_key_on_both() {
     let suite = Suite::new();

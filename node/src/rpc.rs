@@ -159,6 +159,8 @@ fn js_metrics(node: &Node) -> Response<Body> {
             "isolates_created": m.isolates_created.load(Relaxed),
             "v8_contexts_created": m.v8_contexts_created.load(Relaxed),
             "v8_code_cache_bytes": m.v8_code_cache_bytes.load(Relaxed),
+            "v8_module_factories": m.v8_module_factories.load(Relaxed),
+            "v8_module_fallbacks": m.v8_module_fallbacks.load(Relaxed),
             "quickjs_runtimes_created": m.quickjs_runtimes_created.load(Relaxed),
             "quickjs_workers_replaced": m.quickjs_workers_replaced.load(Relaxed),
             "quickjs_workers_stuck": node.engine.quickjs_stuck_workers(),

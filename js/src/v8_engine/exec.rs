@@ -4,9 +4,11 @@
 //! the `ccf` and `console` globals) and then `harden.js`, which freezes the
 //! intrinsics and returns `endRequest`. It then serves request after
 //! request of one app:
-//! - each request compiles the app's modules again (from a code cache
-//!   after the first time) and so runs a fresh instance of them: module
-//!   state starts over;
+//! - each request runs a fresh instance of the app's modules, so module
+//!   state starts over: by calling the module's factory (`factory.rs`),
+//!   compiled once per realm, whose instances share V8's optimised code;
+//!   or, for a module the rewrite does not take, by compiling the module
+//!   again (from a code cache after the first time);
 //! - builtins and prototypes are frozen, so no request can change them;
 //! - the microtasks a handler queued run before its response is read
 //!   (in the request's time and transaction: their writes count, and a
@@ -24,13 +26,15 @@
 //! from one request to the next, as CCF's interpreter reuse does.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::api::{JsError, JsRequest, JsResponse};
 use crate::bundle::{resolve_specifier, AppBundle, EndpointDef};
-use crate::v8_engine::host;
+use crate::engine::Metrics;
+use crate::v8_engine::{factory, host};
 
 const PRELUDE: &str = crate::PRELUDE;
 const HARDEN: &str = crate::HARDEN;
@@ -95,6 +99,31 @@ pub(crate) struct Realm {
     /// Set for an interpreter-reuse realm: its modules and handlers live
     /// as long as it does.
     reused: Option<Reused>,
+    /// The app's modules as factories (fresh-state realms only).
+    factories: Factories,
+}
+
+/// Module factories compiled in one realm (see `factory.rs`): each call
+/// makes a fresh instance of a module, and all instances share V8's
+/// feedback and optimised code.
+#[derive(Default)]
+struct Factories {
+    /// Modules with a checked, compiled factory, by name.
+    ready: HashMap<String, ModuleFactory>,
+    /// Entry modules whose whole graph is ready.
+    entries: HashSet<String>,
+    /// Entry modules run as real modules: their graph has a form the
+    /// rewrite does not take, or V8 read it differently.
+    refused: HashSet<String>,
+}
+
+struct ModuleFactory {
+    function: v8::Global<v8::Function>,
+    /// The modules it imports, resolved, in evaluation order.
+    dependencies: Vec<String>,
+    exports: Vec<String>,
+    /// Exported `let`s and `var`s (see `factory::Factory`).
+    mutable_exports: Vec<String>,
 }
 
 #[derive(Default)]
@@ -122,6 +151,7 @@ impl Realm {
                 end_request: v8::Global::new(tc, end_request),
                 bundle: bundle.clone(),
                 reused: reuse.then(Reused::default),
+                factories: Factories::default(),
             }),
             Err(Failure::Error(e)) => Err(RunError::Js(JsError::Internal(format!(
                 "preparing the JS context: {e}"
@@ -205,6 +235,7 @@ pub(crate) fn run(
     scope: &mut v8::HandleScope<()>,
     realm: &mut Realm,
     cache: &mut CodeCache,
+    metrics: &Metrics,
     endpoint: &EndpointDef,
     request: &JsRequest,
 ) -> Outcome {
@@ -225,7 +256,7 @@ pub(crate) fn run(
         let context = v8::Local::new(scope, &realm.context);
         let scope = &mut v8::ContextScope::new(scope, context);
         let tc = &mut v8::TryCatch::new(scope);
-        let result = match run_in_realm(tc, realm, endpoint, request) {
+        let result = match run_in_realm(tc, realm, metrics, endpoint, request) {
             Ok(r) => Ok(r),
             Err(Failure::Error(e)) => Err(RunError::Js(e)),
             Err(Failure::Thrown) => Err(caught(tc)),
@@ -364,6 +395,7 @@ fn function<'s>(
 fn run_in_realm(
     tc: &mut v8::TryCatch<v8::HandleScope>,
     realm: &mut Realm,
+    metrics: &Metrics,
     endpoint: &EndpointDef,
     request: &JsRequest,
 ) -> Result<JsResponse, Failure> {
@@ -382,7 +414,10 @@ fn run_in_realm(
     // The endpoint's module and its imports: a fresh instance, or the
     // reused realm's.
     let handler = match realm.reused.as_mut() {
-        None => load_handler(tc, endpoint)?,
+        None => match factory_handler(tc, &mut realm.factories, metrics, endpoint)? {
+            Some(handler) => handler,
+            None => load_handler(tc, endpoint)?,
+        },
         Some(reused) => {
             let id = (endpoint.js_module.clone(), endpoint.js_function.clone());
             match reused.handlers.get(&id) {
@@ -473,6 +508,280 @@ fn run_microtasks(tc: &mut v8::TryCatch<v8::HandleScope>) -> Result<(), Failure>
     tc.perform_microtask_checkpoint();
     if tc.has_terminated() || tc.is_execution_terminating() {
         return Err(Failure::Thrown);
+    }
+    Ok(())
+}
+
+/// Makes fresh instances of the endpoint's module graph from its
+/// factories (preparing them on the realm's first use of the module) and
+/// returns the exported handler function; `None` when the graph is to be
+/// run as real modules instead.
+fn factory_handler<'s>(
+    tc: &mut v8::TryCatch<v8::HandleScope<'s>>,
+    factories: &mut Factories,
+    metrics: &Metrics,
+    endpoint: &EndpointDef,
+) -> Result<Option<v8::Local<'s, v8::Function>>, Failure> {
+    let entry = &endpoint.js_module;
+    if factories.refused.contains(entry) {
+        return Ok(None);
+    }
+    if !factories.entries.contains(entry) {
+        match prepare_factories(tc, factories, metrics, entry) {
+            Ok(()) => {
+                factories.entries.insert(entry.clone());
+            }
+            Err(_) if tc.has_terminated() || tc.is_execution_terminating() => {
+                return Err(Failure::Thrown);
+            }
+            Err(why) => {
+                tracing::debug!(module = %entry, "run as a real module: {why}");
+                tc.reset();
+                factories.refused.insert(entry.clone());
+                metrics.v8_module_fallbacks.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
+    }
+    let mut instances = HashMap::new();
+    let namespace = instantiate(tc, factories, entry, &mut instances).map_err(|e| match e {
+        Failure::Thrown if !(tc.has_terminated() || tc.is_execution_terminating()) => {
+            let detail = exception_text(tc);
+            Failure::Error(JsError::Module(format!(
+                "module {entry}: top-level code threw: {detail}"
+            )))
+        }
+        other => other,
+    })?;
+    let export = get(tc, namespace, &endpoint.js_function)?;
+    v8::Local::<v8::Function>::try_from(export)
+        .map(Some)
+        .map_err(|_| {
+            JsError::Module(format!(
+                "module {} does not export a function named {:?}",
+                endpoint.js_module, endpoint.js_function
+            ))
+            .into()
+        })
+}
+
+/// A fresh instance of module `name` (and of its imports, once each per
+/// request), as its namespace object.
+fn instantiate<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    factories: &Factories,
+    name: &str,
+    instances: &mut HashMap<String, v8::Local<'s, v8::Object>>,
+) -> Result<v8::Local<'s, v8::Object>, Failure> {
+    if let Some(namespace) = instances.get(name) {
+        return Ok(*namespace);
+    }
+    let factory = factories
+        .ready
+        .get(name)
+        .ok_or_else(|| JsError::Internal(format!("no factory for module {name}")))?;
+    let mut dependencies = Vec::with_capacity(factory.dependencies.len());
+    for dependency in &factory.dependencies {
+        dependencies.push(instantiate(scope, factories, dependency, instances)?.into());
+    }
+    let dependencies = v8::Array::new_with_elements(scope, &dependencies);
+    let function = v8::Local::new(scope, &factory.function);
+    let undefined = v8::undefined(scope).into();
+    let namespace = function
+        .call(scope, undefined, &[dependencies.into()])
+        .ok_or(Failure::Thrown)?;
+    let namespace = v8::Local::<v8::Object>::try_from(namespace)
+        .map_err(|_| JsError::Internal("a module factory returned no namespace".into()))?;
+    instances.insert(name.to_string(), namespace);
+    Ok(namespace)
+}
+
+/// Rewrites `entry`'s module graph as factories, checks each rewrite
+/// against V8's own reading of the module (the modules it requests, the
+/// names it exports), and compiles them in the realm. An error says why
+/// the graph is run as real modules instead.
+fn prepare_factories(
+    tc: &mut v8::TryCatch<v8::HandleScope>,
+    factories: &mut Factories,
+    metrics: &Metrics,
+    entry: &str,
+) -> Result<(), String> {
+    let Some(bundle) = CURRENT.with(|c| c.borrow().as_ref().map(|c| c.bundle.clone())) else {
+        return Err("no app bundle".into());
+    };
+    // Depth first, dependencies before the modules importing them.
+    struct Pending {
+        name: String,
+        factory: factory::Factory,
+        dependencies: Vec<String>,
+    }
+    fn visit(
+        bundle: &AppBundle,
+        ready: &HashMap<String, ModuleFactory>,
+        name: &str,
+        path: &mut Vec<String>,
+        pending: &mut Vec<Pending>,
+    ) -> Result<(), String> {
+        if ready.contains_key(name) || pending.iter().any(|p| p.name == name) {
+            return Ok(());
+        }
+        if path.iter().any(|p| p == name) {
+            return Err(format!("import cycle through {name}"));
+        }
+        let source = bundle
+            .module(name)
+            .ok_or_else(|| format!("no module named {name:?}"))?;
+        let factory = factory::rewrite(source).map_err(|e| format!("{name}: {e}"))?;
+        let dependencies: Vec<String> = factory
+            .dependencies
+            .iter()
+            .map(|spec| resolve_specifier(name, spec))
+            .collect();
+        path.push(name.to_string());
+        for dependency in &dependencies {
+            visit(bundle, ready, dependency, path, pending)?;
+        }
+        path.pop();
+        pending.push(Pending {
+            name: name.to_string(),
+            factory,
+            dependencies,
+        });
+        Ok(())
+    }
+    let mut pending = Vec::new();
+    visit(&bundle, &factories.ready, entry, &mut Vec::new(), &mut pending)?;
+
+    // Every imported name is exported where it is imported from, and is
+    // not a binding the exporter may reassign (the importer would hold a
+    // stale copy).
+    let exports_of = |name: &str| -> Option<(&Vec<String>, &Vec<String>)> {
+        factories
+            .ready
+            .get(name)
+            .map(|f| (&f.exports, &f.mutable_exports))
+            .or_else(|| {
+                pending
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| (&p.factory.exports, &p.factory.mutable_exports))
+            })
+    };
+    for p in &pending {
+        for (k, imported) in &p.factory.imported_names {
+            let from = &p.dependencies[*k];
+            let Some((exports, mutable)) = exports_of(from) else {
+                return Err(format!("{}: {from} is not rewritten", p.name));
+            };
+            if !exports.contains(imported) {
+                return Err(format!("{}: {from} does not export {imported}", p.name));
+            }
+            if mutable.contains(imported) {
+                return Err(format!("{}: imports {from}'s reassignable {imported}", p.name));
+            }
+        }
+        for k in &p.factory.namespace_imports {
+            let from = &p.dependencies[*k];
+            if exports_of(from).is_some_and(|(_, mutable)| !mutable.is_empty()) {
+                return Err(format!(
+                    "{}: imports the namespace of {from}, which exports reassignable bindings",
+                    p.name
+                ));
+            }
+        }
+    }
+
+    // V8's reading of the same modules: linked (not run), so that their
+    // namespaces list their exports.
+    let entry_module = compile_module(tc, entry).ok_or("the module does not compile")?;
+    if entry_module.get_status() == v8::ModuleStatus::Uninstantiated
+        && entry_module.instantiate_module(tc, resolve_import).is_none()
+    {
+        return Err("the module does not link".into());
+    }
+    for p in &pending {
+        let module = compile_module(tc, &p.name).ok_or("a module does not compile")?;
+        let requests = module.get_module_requests();
+        let mut requested = Vec::with_capacity(requests.length());
+        for i in 0..requests.length() {
+            let request = requests
+                .get(tc, i)
+                .and_then(|d| v8::Local::<v8::ModuleRequest>::try_from(d).ok())
+                .ok_or("unreadable module request")?;
+            requested.push(request.get_specifier().to_rust_string_lossy(tc));
+        }
+        let mut rewritten = p.factory.dependencies.clone();
+        requested.sort();
+        rewritten.sort();
+        if requested != rewritten {
+            return Err(format!(
+                "{}: V8 reads the imports {requested:?}, the rewrite {rewritten:?}",
+                p.name
+            ));
+        }
+        let namespace = v8::Local::new(tc, module.get_module_namespace());
+        let namespace = v8::Local::<v8::Object>::try_from(namespace)
+            .map_err(|_| "the module namespace is not an object")?;
+        let names = namespace
+            .get_own_property_names(
+                tc,
+                v8::GetPropertyNamesArgs {
+                    mode: v8::KeyCollectionMode::OwnOnly,
+                    property_filter: v8::PropertyFilter::ALL_PROPERTIES
+                        | v8::PropertyFilter::SKIP_SYMBOLS,
+                    index_filter: v8::IndexFilter::IncludeIndices,
+                    key_conversion: v8::KeyConversionMode::ConvertToString,
+                },
+            )
+            .ok_or("cannot list the module's exports")?;
+        let mut exported = Vec::with_capacity(names.length() as usize);
+        for i in 0..names.length() {
+            let name = names.get_index(tc, i).ok_or("unreadable export name")?;
+            exported.push(name.to_rust_string_lossy(tc));
+        }
+        exported.sort();
+        if exported != p.factory.exports {
+            return Err(format!(
+                "{}: V8 reads the exports {exported:?}, the rewrite {:?}",
+                p.name, p.factory.exports
+            ));
+        }
+    }
+
+    // The factories themselves, compiled once for this realm.
+    for p in pending {
+        let code = v8::String::new(tc, &p.factory.script).ok_or("cannot allocate the script")?;
+        let resource = v8::String::new(tc, &p.name).ok_or("cannot allocate a string")?;
+        // The script's first line is the factory's header: line -1.
+        let origin = v8::ScriptOrigin::new(
+            tc,
+            resource.into(),
+            -1,
+            0,
+            false,
+            0,
+            None,
+            false,
+            false,
+            false,
+            None,
+        );
+        let script = v8::Script::compile(tc, code, Some(&origin))
+            .ok_or_else(|| format!("{}: the rewrite does not compile", p.name))?;
+        let function = script
+            .run(tc)
+            .and_then(|f| v8::Local::<v8::Function>::try_from(f).ok())
+            .ok_or_else(|| format!("{}: the rewrite is not a function", p.name))?;
+        metrics.v8_module_factories.fetch_add(1, Ordering::Relaxed);
+        factories.ready.insert(
+            p.name,
+            ModuleFactory {
+                function: v8::Global::new(tc, function),
+                dependencies: p.dependencies,
+                exports: p.factory.exports,
+                mutable_exports: p.factory.mutable_exports,
+            },
+        );
     }
     Ok(())
 }

@@ -25,6 +25,7 @@
 mod buffers;
 mod crypto_bindings;
 mod exec;
+mod factory;
 mod host;
 mod stack;
 
@@ -424,7 +425,7 @@ fn execute_one(
         };
         match prepared {
             Ok(mut r) => {
-                let outcome = exec::run(scope, &mut r, &mut w.cache, endpoint, request);
+                let outcome = exec::run(scope, &mut r, &mut w.cache, metrics, endpoint, request);
                 realm_clean = outcome.realm_clean;
                 realm = Some(r);
                 outcome.result
