@@ -48,8 +48,10 @@ fn main() {
     }
     let m = engine.metrics();
     println!(
-        "contexts {} code cache bytes {}",
+        "contexts {} code cache bytes {} module factories {} module fallbacks {}",
         m.v8_contexts_created.load(Relaxed),
-        m.v8_code_cache_bytes.load(Relaxed)
+        m.v8_code_cache_bytes.load(Relaxed),
+        m.v8_module_factories.load(Relaxed),
+        m.v8_module_fallbacks.load(Relaxed)
     );
 }

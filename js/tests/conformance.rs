@@ -826,7 +826,10 @@ async fn module_forms_are_the_same_on_both_and_fresh_every_time() {
 #[tokio::test]
 async fn the_conformance_app_runs_as_module_factories_on_v8() {
     let suite = Suite::new();
-    suite.same("/isolation", "{}").await.expect("isolation runs");
+    suite
+        .same("/isolation", "{}")
+        .await
+        .expect("isolation runs");
     let m = suite.engine.metrics();
     assert_eq!(m.v8_module_factories.load(Ordering::Relaxed), 2);
     assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 0);

@@ -650,7 +650,13 @@ fn prepare_factories(
         Ok(())
     }
     let mut pending = Vec::new();
-    visit(&bundle, &factories.ready, entry, &mut Vec::new(), &mut pending)?;
+    visit(
+        &bundle,
+        &factories.ready,
+        entry,
+        &mut Vec::new(),
+        &mut pending,
+    )?;
 
     // Every imported name is exported where it is imported from, and is
     // not a binding the exporter may reassign (the importer would hold a
@@ -677,7 +683,10 @@ fn prepare_factories(
                 return Err(format!("{}: {from} does not export {imported}", p.name));
             }
             if mutable.contains(imported) {
-                return Err(format!("{}: imports {from}'s reassignable {imported}", p.name));
+                return Err(format!(
+                    "{}: imports {from}'s reassignable {imported}",
+                    p.name
+                ));
             }
         }
         for k in &p.factory.namespace_imports {
@@ -695,7 +704,9 @@ fn prepare_factories(
     // namespaces list their exports.
     let entry_module = compile_module(tc, entry).ok_or("the module does not compile")?;
     if entry_module.get_status() == v8::ModuleStatus::Uninstantiated
-        && entry_module.instantiate_module(tc, resolve_import).is_none()
+        && entry_module
+            .instantiate_module(tc, resolve_import)
+            .is_none()
     {
         return Err("the module does not link".into());
     }

@@ -100,9 +100,8 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
         let text = t.text(source);
         let keyword = t.kind == Kind::Name && (text == "import" || text == "export");
         let after_dot = i > 0 && matches!(tokens[i - 1].text(source), "." | "?.");
-        let statement_start = i == 0
-            || t.newline_before
-            || matches!(tokens[i - 1].text(source), ";" | "}");
+        let statement_start =
+            i == 0 || t.newline_before || matches!(tokens[i - 1].text(source), ";" | "}");
         if t.depth == 0 && statement_start && t.kind == Kind::Name {
             if let Some(declared_here) = declared_name(source, &tokens[i..]) {
                 declared.push(declared_here);
@@ -289,11 +288,13 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
         body.push_str(&source[at..e.start]);
         if e.text.is_empty() {
             // Blanked: keep the line breaks so that line numbers hold.
-            body.extend(
-                source[e.start..e.end]
-                    .chars()
-                    .map(|c| if c == '\n' || c == '\r' { c } else { ' ' }),
-            );
+            body.extend(source[e.start..e.end].chars().map(|c| {
+                if c == '\n' || c == '\r' {
+                    c
+                } else {
+                    ' '
+                }
+            }));
         } else {
             body.push_str(&e.text);
         }
@@ -512,10 +513,7 @@ impl<'a> Parser<'a> {
     /// Import attributes (`with { type: "json" }`) are not rewritten.
     fn no_attributes(&self) -> Result<(), String> {
         match self.tokens.get(self.at) {
-            Some(t)
-                if !t.newline_before
-                    && matches!(t.text(self.source), "with" | "assert") =>
-            {
+            Some(t) if !t.newline_before && matches!(t.text(self.source), "with" | "assert") => {
                 Err("import attributes".into())
             }
             _ => Ok(()),
@@ -573,11 +571,53 @@ fn declared_name<'s>(source: &'s str, tokens: &[Token]) -> Option<(&'s str, bool
 }
 
 const RESERVED: &[&str] = &[
-    "await", "break", "case", "catch", "class", "const", "continue", "debugger", "default",
-    "delete", "do", "else", "enum", "export", "extends", "false", "finally", "for", "function",
-    "if", "implements", "import", "in", "instanceof", "interface", "let", "new", "null",
-    "package", "private", "protected", "public", "return", "static", "super", "switch", "this",
-    "throw", "true", "try", "typeof", "var", "void", "while", "with", "yield", "eval",
+    "await",
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "debugger",
+    "default",
+    "delete",
+    "do",
+    "else",
+    "enum",
+    "export",
+    "extends",
+    "false",
+    "finally",
+    "for",
+    "function",
+    "if",
+    "implements",
+    "import",
+    "in",
+    "instanceof",
+    "interface",
+    "let",
+    "new",
+    "null",
+    "package",
+    "private",
+    "protected",
+    "public",
+    "return",
+    "static",
+    "super",
+    "switch",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typeof",
+    "var",
+    "void",
+    "while",
+    "with",
+    "yield",
+    "eval",
     "arguments",
 ];
 
@@ -612,8 +652,20 @@ impl Token {
 
 /// Words after which a `/` starts a regular expression.
 const BEFORE_EXPRESSION: &[&str] = &[
-    "return", "typeof", "instanceof", "in", "of", "new", "delete", "void", "throw", "case", "do",
-    "else", "yield", "await",
+    "return",
+    "typeof",
+    "instanceof",
+    "in",
+    "of",
+    "new",
+    "delete",
+    "void",
+    "throw",
+    "case",
+    "do",
+    "else",
+    "yield",
+    "await",
 ];
 
 /// Splits `source` into the tokens the rewrite needs to see (comments and
@@ -655,11 +707,7 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 }
             }
             b'/' if next == Some(b'*') => {
-                let end = source[i + 2..]
-                    .find("*/")
-                    .ok_or("unterminated comment")?
-                    + i
-                    + 4;
+                let end = source[i + 2..].find("*/").ok_or("unterminated comment")? + i + 4;
                 if source[i..end].contains(['\n', '\r']) {
                     newline = true;
                 }
@@ -670,7 +718,9 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None | Some(b'\n') | Some(b'\r') => return Err("unterminated string".into()),
+                        None | Some(b'\n') | Some(b'\r') => {
+                            return Err("unterminated string".into())
+                        }
                         Some(b'\\') => i += 2,
                         Some(&q) if q == c => {
                             i += 1;
@@ -684,13 +734,27 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
             b'`' => {
                 let start = i;
                 i = template_piece(b, i + 1, &mut open)?;
-                push(&mut tokens, Kind::Template, start, i, open.len(), &mut newline);
+                push(
+                    &mut tokens,
+                    Kind::Template,
+                    start,
+                    i,
+                    open.len(),
+                    &mut newline,
+                );
             }
             b'}' if open.last() == Some(&b'`') => {
                 open.pop();
                 let start = i;
                 i = template_piece(b, i + 1, &mut open)?;
-                push(&mut tokens, Kind::Template, start, i, open.len(), &mut newline);
+                push(
+                    &mut tokens,
+                    Kind::Template,
+                    start,
+                    i,
+                    open.len(),
+                    &mut newline,
+                );
             }
             b'{' | b'(' | b'[' => {
                 push(&mut tokens, Kind::Punct, i, i + 1, open.len(), &mut newline);
@@ -749,7 +813,14 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 {
                     i += 1;
                 }
-                push(&mut tokens, Kind::Number, start, i, open.len(), &mut newline);
+                push(
+                    &mut tokens,
+                    Kind::Number,
+                    start,
+                    i,
+                    open.len(),
+                    &mut newline,
+                );
             }
             b'.' if next.is_some_and(|n| n.is_ascii_digit()) => {
                 let start = i;
@@ -757,7 +828,14 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 while i < b.len() && (is_name_byte(b[i]) || b[i] == b'.') {
                     i += 1;
                 }
-                push(&mut tokens, Kind::Number, start, i, open.len(), &mut newline);
+                push(
+                    &mut tokens,
+                    Kind::Number,
+                    start,
+                    i,
+                    open.len(),
+                    &mut newline,
+                );
             }
             _ if is_name_byte(c) || c == b'#' => {
                 let start = i;
