@@ -819,6 +819,15 @@ async fn module_forms_are_the_same_on_both_and_fresh_every_time() {
         );
     }
     assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 1);
+
+    // So does one importing a function its module assigns to later.
+    for _ in 0..2 {
+        assert_eq!(
+            json_body(suite.same("/forms/swap", "").await),
+            json!({"before": "old", "after": "new"})
+        );
+    }
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 2);
 }
 
 /// The conformance app's own modules (`export let`, `import()`) run as

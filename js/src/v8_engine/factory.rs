@@ -98,6 +98,13 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     while i < tokens.len() {
         let t = &tokens[i];
         let text = t.text(source);
+        // The factory's own bindings start with `__charter`: a module
+        // naming one could shadow or reach them.
+        if t.kind == Kind::Name && text.starts_with("__charter") {
+            return Err(format!(
+                "`{text}`: names starting with `__charter` are the rewrite's"
+            ));
+        }
         let keyword = t.kind == Kind::Name && (text == "import" || text == "export");
         let after_dot = i > 0 && matches!(tokens[i - 1].text(source), "." | "?.");
         let statement_start =
@@ -274,6 +281,14 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
             }
         }
     }
+    // A function or class declaration is a binding its module may assign
+    // to later (`f = other`), which a real module's importers would see; a
+    // copy would not.
+    for (exported, local) in &exports {
+        if is_plain_name(local) && assigned_to(source, &tokens, local) {
+            mutable_exports.push(exported.clone());
+        }
+    }
     mutable_exports.sort();
     mutable_exports.dedup();
 
@@ -311,13 +326,14 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     // object tagged "Module".
     let mut namespace = String::from("{ __proto__: null, ");
     for (name, value) in &exports {
-        namespace.push_str(&format!("{}: {value}, ", quote(name)));
+        // A computed key, so that an export named `__proto__` is a key.
+        namespace.push_str(&format!("[{}]: {value}, ", quote(name)));
     }
-    namespace.push_str("[tag]: \"Module\" }");
+    namespace.push_str("[__charter_tag]: \"Module\" }");
     let rename = if default_is_anonymous {
         format!(
             "if ((typeof {DEFAULT_BINDING} === \"function\") && {DEFAULT_BINDING}.name === \"{DEFAULT_BINDING}\") \
-             defineProperty({DEFAULT_BINDING}, \"name\", {{ value: \"default\", configurable: true }}); "
+             __charter_define({DEFAULT_BINDING}, \"name\", {{ value: \"default\", configurable: true }}); "
         )
     } else {
         String::new()
@@ -325,9 +341,11 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     // One header line (the script origin's line offset of -1 hides it),
     // then the module's own lines.
     let script = format!(
-        "(function (freeze, defineProperty, tag) {{ \"use strict\"; return function ({DEPS}) {{ {header}\n\
+        "(function (__charter_freeze, __charter_define, __charter_tag) {{ \"use strict\"; \
+         return function ({DEPS}) {{ {header}\n\
          {body}\n\
-         ;{rename}return freeze({namespace}); }}; }})(Object.freeze, Object.defineProperty, Symbol.toStringTag)"
+         ;{rename}return __charter_freeze({namespace}); }}; }})\
+         (Object.freeze, Object.defineProperty, Symbol.toStringTag)"
     );
     Ok(Factory {
         script,
@@ -568,6 +586,54 @@ fn declared_name<'s>(source: &'s str, tokens: &[Token]) -> Option<(&'s str, bool
     text(n)
         .filter(|name| is_plain_name(name))
         .map(|name| (name, mutable))
+}
+
+/// Whether `name` is assigned to anywhere in the module, other than where
+/// it is declared (`name = `, `name += `, `name++`, `--name`,
+/// `for (name of ...)`), in any scope: a local that shadows it counts too,
+/// which only costs the fast path. Destructuring assignment
+/// (`[name] = ...`) is not seen.
+fn assigned_to(source: &str, tokens: &[Token], name: &str) -> bool {
+    let text = |n: usize| tokens.get(n).map(|t| t.text(source));
+    let adjacent = |a: usize, b: usize| tokens[a].end == tokens[b].start;
+    (0..tokens.len()).any(|i| {
+        if tokens[i].kind != Kind::Name || text(i) != Some(name) {
+            return false;
+        }
+        // A property, or the declaration itself (`const name = ...`).
+        if i > 0 && matches!(text(i - 1), Some("." | "?." | "const" | "let" | "var")) {
+            return false;
+        }
+        if i > 0 && matches!(text(i - 1), Some("++" | "--")) {
+            return true;
+        }
+        if matches!(text(i + 1), Some("++" | "--")) {
+            return true;
+        }
+        if i >= 2 && text(i - 1) == Some("(") && text(i - 2) == Some("for")
+            || i >= 3 && text(i - 1) == Some("(") && text(i - 2) == Some("await")
+        {
+            if matches!(text(i + 1), Some("of" | "in")) {
+                return true;
+            }
+        }
+        // `=` or an operator of one to three characters glued to `=`
+        // (`+=`, `>>>=`, `??=`); `==` is a comparison. `<=` and `>=` read
+        // as assignments too, harmlessly.
+        let mut j = i + 1;
+        while j < tokens.len()
+            && j < i + 4
+            && tokens[j].kind == Kind::Punct
+            && matches!(
+                text(j),
+                Some("+" | "-" | "*" | "/" | "%" | "<" | ">" | "&" | "|" | "^" | "?")
+            )
+            && (j == i + 1 || adjacent(j - 1, j))
+        {
+            j += 1;
+        }
+        text(j) == Some("=") && (j == i + 1 || adjacent(j - 1, j)) && text(j + 1) != Some("=")
+    })
 }
 
 const RESERVED: &[&str] = &[
@@ -1024,6 +1090,47 @@ mod tests {
         assert_eq!(f.mutable_exports, ["a", "b", "e"]);
         let g = rewrite("import * as ns from './f.js';\nexport const x = ns;\n").unwrap();
         assert_eq!(g.namespace_imports, [0]);
+    }
+
+    #[test]
+    fn functions_and_classes_assigned_to_are_marked_mutable() {
+        let f = rewrite(
+            "export function a() {}\n\
+             export function b() {}\n\
+             export class C {}\n\
+             export function d() {}\n\
+             export function e() {}\n\
+             export function g() {}\n\
+             export function h() {}\n\
+             export function k() {}\n\
+             function swap() { a = () => 2; C = null; d += 1; ++e; for (g of []); h ??= 1; }\n\
+             export const same = b == k || b === k || b != k;\n\
+             const o = {};\n\
+             o.k = 1;\n",
+        )
+        .unwrap();
+        assert_eq!(f.mutable_exports, ["C", "a", "d", "e", "g", "h"]);
+    }
+
+    #[test]
+    fn names_of_the_rewrite_itself_are_refused() {
+        for source in [
+            "const __charter_freeze = (x) => x;\nexport const a = 1;",
+            "export const a = __charter_deps;",
+            "let __charter_tag = 'k';\nexport { __charter_tag };",
+        ] {
+            assert!(rewrite(source).is_err(), "{source}");
+        }
+        // Names that merely look like the factory's parameters are the
+        // module's own.
+        let f = rewrite("const freeze = 1, tag = 2;\nexport const a = freeze + tag;\n").unwrap();
+        assert_eq!(names(&f), ["a"]);
+    }
+
+    #[test]
+    fn an_export_named_proto_is_a_key_of_the_namespace() {
+        let f = rewrite("const p = 1;\nexport { p as __proto__ };\n").unwrap();
+        assert!(f.script.contains("[\"__proto__\"]: p"), "{}", f.script);
     }
 
     #[test]
