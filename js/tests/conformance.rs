@@ -828,6 +828,43 @@ async fn module_forms_are_the_same_on_both_and_fresh_every_time() {
         );
     }
     assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 2);
+    // Also when it is reassigned by destructuring.
+    for _ in 0..2 {
+        assert_eq!(
+            json_body(suite.same("/forms/swap2", "").await),
+            json!({"before": "old", "after": "new"})
+        );
+    }
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 3);
+
+    // Text whose meaning a naive rewrite changes: a removed import that
+    // ended the line before it, a regex after `if (...)` holding module
+    // syntax, names the factory once used for itself, an anonymous default
+    // function's source text. Run as factories, with the same answers.
+    let factories_before = m.v8_module_factories.load(Ordering::Relaxed);
+    for _ in 0..2 {
+        assert_eq!(
+            json_body(suite.same("/forms/tricky", "").await),
+            json!({
+                "items": [1, 2, 3],
+                "hit": 1,
+                "keys": ["base", "default", "tag"],
+                "tagEnumerable": false,
+                "spreadTag": "[object Object]",
+                "depTag": "mine",
+                "anonymous": "function () { return \"anonymous\"; }",
+                "anonymousName": "default",
+                "freeze": "{\"a\":1}",
+                "tag": "t",
+                "keywordsAsKeys": 3,
+            })
+        );
+    }
+    assert_eq!(
+        m.v8_module_factories.load(Ordering::Relaxed),
+        factories_before + 2
+    );
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 3);
 }
 
 /// The conformance app's own modules (`export let`, `import()`) run as

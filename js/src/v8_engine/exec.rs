@@ -110,8 +110,9 @@ pub(crate) struct Realm {
 struct Factories {
     /// Modules with a checked, compiled factory, by name.
     ready: HashMap<String, ModuleFactory>,
-    /// Entry modules whose whole graph is ready.
-    entries: HashSet<String>,
+    /// Entry modules whose whole graph is ready, with the graph's modules
+    /// in evaluation order (dependencies first, the entry last).
+    entries: HashMap<String, Vec<String>>,
     /// Entry modules run as real modules: their graph has a form the
     /// rewrite does not take, or V8 read it differently.
     refused: HashSet<String>,
@@ -526,10 +527,11 @@ fn factory_handler<'s>(
     if factories.refused.contains(entry) {
         return Ok(None);
     }
-    if !factories.entries.contains(entry) {
+    if !factories.entries.contains_key(entry) {
         match prepare_factories(tc, factories, metrics, entry) {
             Ok(()) => {
-                factories.entries.insert(entry.clone());
+                let order = evaluation_order(&factories.ready, entry);
+                factories.entries.insert(entry.clone(), order);
             }
             Err(_) if tc.has_terminated() || tc.is_execution_terminating() => {
                 return Err(Failure::Thrown);
@@ -543,8 +545,7 @@ fn factory_handler<'s>(
             }
         }
     }
-    let mut instances = HashMap::new();
-    let namespace = instantiate(tc, factories, entry, &mut instances).map_err(|e| match e {
+    let namespace = instantiate(tc, factories, entry).map_err(|e| match e {
         Failure::Thrown if !(tc.has_terminated() || tc.is_execution_terminating()) => {
             let detail = exception_text(tc);
             Failure::Error(JsError::Module(format!(
@@ -565,35 +566,73 @@ fn factory_handler<'s>(
         })
 }
 
-/// A fresh instance of module `name` (and of its imports, once each per
-/// request), as its namespace object.
+/// The modules of `entry`'s graph in evaluation order: each after the
+/// modules it imports, in the order it imports them, each once. Without
+/// recursion, so that a deep chain of imports cannot exhaust the thread's
+/// stack (cycles were refused before).
+fn evaluation_order(ready: &HashMap<String, ModuleFactory>, entry: &str) -> Vec<String> {
+    let mut order = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::from([entry]);
+    // (module, how many of its dependencies have been visited)
+    let mut stack: Vec<(&str, usize)> = vec![(entry, 0)];
+    while let Some(&(name, visited)) = stack.last() {
+        let dependencies = ready.get(name).map_or(&[][..], |f| &f.dependencies[..]);
+        match dependencies.get(visited) {
+            Some(dependency) => {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                if seen.insert(dependency) {
+                    stack.push((dependency, 0));
+                }
+            }
+            None => {
+                order.push(name.to_string());
+                stack.pop();
+            }
+        }
+    }
+    order
+}
+
+/// Fresh instances of the modules of `entry`'s graph, each made once, in
+/// evaluation order; returns the entry's namespace object.
 fn instantiate<'s>(
     scope: &mut v8::HandleScope<'s>,
     factories: &Factories,
-    name: &str,
-    instances: &mut HashMap<String, v8::Local<'s, v8::Object>>,
+    entry: &str,
 ) -> Result<v8::Local<'s, v8::Object>, Failure> {
-    if let Some(namespace) = instances.get(name) {
-        return Ok(*namespace);
+    let order = factories
+        .entries
+        .get(entry)
+        .ok_or_else(|| JsError::Internal(format!("no factories for module {entry}")))?;
+    let mut instances: HashMap<&str, v8::Local<'s, v8::Object>> = HashMap::new();
+    for name in order {
+        let factory = factories
+            .ready
+            .get(name)
+            .ok_or_else(|| JsError::Internal(format!("no factory for module {name}")))?;
+        let mut dependencies = Vec::with_capacity(factory.dependencies.len());
+        for dependency in &factory.dependencies {
+            let namespace = instances.get(dependency.as_str()).ok_or_else(|| {
+                JsError::Internal(format!("module {dependency} instantiated out of order"))
+            })?;
+            dependencies.push((*namespace).into());
+        }
+        let dependencies = v8::Array::new_with_elements(scope, &dependencies);
+        let function = v8::Local::new(scope, &factory.function);
+        let undefined = v8::undefined(scope).into();
+        let namespace = function
+            .call(scope, undefined, &[dependencies.into()])
+            .ok_or(Failure::Thrown)?;
+        let namespace = v8::Local::<v8::Object>::try_from(namespace)
+            .map_err(|_| JsError::Internal("a module factory returned no namespace".into()))?;
+        instances.insert(name, namespace);
     }
-    let factory = factories
-        .ready
-        .get(name)
-        .ok_or_else(|| JsError::Internal(format!("no factory for module {name}")))?;
-    let mut dependencies = Vec::with_capacity(factory.dependencies.len());
-    for dependency in &factory.dependencies {
-        dependencies.push(instantiate(scope, factories, dependency, instances)?.into());
-    }
-    let dependencies = v8::Array::new_with_elements(scope, &dependencies);
-    let function = v8::Local::new(scope, &factory.function);
-    let undefined = v8::undefined(scope).into();
-    let namespace = function
-        .call(scope, undefined, &[dependencies.into()])
-        .ok_or(Failure::Thrown)?;
-    let namespace = v8::Local::<v8::Object>::try_from(namespace)
-        .map_err(|_| JsError::Internal("a module factory returned no namespace".into()))?;
-    instances.insert(name.to_string(), namespace);
-    Ok(namespace)
+    instances
+        .get(entry)
+        .copied()
+        .ok_or_else(|| JsError::Internal(format!("module {entry} was not instantiated")).into())
 }
 
 /// Rewrites `entry`'s module graph as factories, checks each rewrite
@@ -609,68 +648,79 @@ fn prepare_factories(
     let Some(bundle) = CURRENT.with(|c| c.borrow().as_ref().map(|c| c.bundle.clone())) else {
         return Err("no app bundle".into());
     };
-    // Depth first, dependencies before the modules importing them.
+    // Depth first, dependencies before the modules importing them, with a
+    // stack of our own rather than recursion (a deep chain of imports must
+    // not exhaust the thread's stack).
     struct Pending {
         name: String,
         factory: factory::Factory,
         dependencies: Vec<String>,
     }
-    fn visit(
-        bundle: &AppBundle,
-        ready: &HashMap<String, ModuleFactory>,
-        name: &str,
-        path: &mut Vec<String>,
-        pending: &mut Vec<Pending>,
-    ) -> Result<(), String> {
-        if ready.contains_key(name) || pending.iter().any(|p| p.name == name) {
-            return Ok(());
-        }
-        if path.iter().any(|p| p == name) {
-            return Err(format!("import cycle through {name}"));
-        }
+    struct Frame {
+        module: Pending,
+        /// How many of its dependencies have been visited.
+        visited: usize,
+    }
+    let open = |name: &str| -> Result<Frame, String> {
         let source = bundle
             .module(name)
             .ok_or_else(|| format!("no module named {name:?}"))?;
         let factory = factory::rewrite(source).map_err(|e| format!("{name}: {e}"))?;
-        let dependencies: Vec<String> = factory
+        let dependencies = factory
             .dependencies
             .iter()
             .map(|spec| resolve_specifier(name, spec))
             .collect();
-        path.push(name.to_string());
-        for dependency in &dependencies {
-            visit(bundle, ready, dependency, path, pending)?;
-        }
-        path.pop();
-        pending.push(Pending {
-            name: name.to_string(),
-            factory,
-            dependencies,
-        });
-        Ok(())
+        Ok(Frame {
+            module: Pending {
+                name: name.to_string(),
+                factory,
+                dependencies,
+            },
+            visited: 0,
+        })
+    };
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut pending_index: HashMap<String, usize> = HashMap::new();
+    let mut on_path: HashSet<String> = HashSet::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    if !factories.ready.contains_key(entry) {
+        stack.push(open(entry)?);
+        on_path.insert(entry.to_string());
     }
-    let mut pending = Vec::new();
-    visit(
-        &bundle,
-        &factories.ready,
-        entry,
-        &mut Vec::new(),
-        &mut pending,
-    )?;
+    while let Some(top) = stack.last_mut() {
+        if let Some(dependency) = top.module.dependencies.get(top.visited).cloned() {
+            top.visited += 1;
+            if factories.ready.contains_key(&dependency) || pending_index.contains_key(&dependency)
+            {
+                continue;
+            }
+            if on_path.contains(&dependency) {
+                return Err(format!("import cycle through {dependency}"));
+            }
+            let frame = open(&dependency)?;
+            on_path.insert(dependency);
+            stack.push(frame);
+        } else if let Some(done) = stack.pop() {
+            on_path.remove(&done.module.name);
+            pending_index.insert(done.module.name.clone(), pending.len());
+            pending.push(done.module);
+        }
+    }
 
     // Every imported name is exported where it is imported from, and is
     // not a binding the exporter may reassign (the importer would hold a
-    // stale copy).
+    // stale copy). Export lists are sorted.
     let exports_of = |name: &str| -> Option<(&Vec<String>, &Vec<String>)> {
         factories
             .ready
             .get(name)
             .map(|f| (&f.exports, &f.mutable_exports))
             .or_else(|| {
-                pending
-                    .iter()
-                    .find(|p| p.name == name)
-                    .map(|p| (&p.factory.exports, &p.factory.mutable_exports))
+                pending_index.get(name).map(|&k| {
+                    let p = &pending[k];
+                    (&p.factory.exports, &p.factory.mutable_exports)
+                })
             })
     };
     for p in &pending {
@@ -679,10 +729,10 @@ fn prepare_factories(
             let Some((exports, mutable)) = exports_of(from) else {
                 return Err(format!("{}: {from} is not rewritten", p.name));
             };
-            if !exports.contains(imported) {
+            if exports.binary_search(imported).is_err() {
                 return Err(format!("{}: {from} does not export {imported}", p.name));
             }
-            if mutable.contains(imported) {
+            if mutable.binary_search(imported).is_ok() {
                 return Err(format!(
                     "{}: imports {from}'s reassignable {imported}",
                     p.name

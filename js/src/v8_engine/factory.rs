@@ -32,7 +32,7 @@
 //! Line numbers in stack traces stay those of the module: the factory's
 //! header is one line of its own that the script origin offsets away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A module rewritten as a factory script.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,9 +58,13 @@ pub(crate) struct Factory {
     pub(crate) namespace_imports: Vec<usize>,
 }
 
-/// The name given to an anonymous default export's binding; its function
-/// name is put back to "default".
-const DEFAULT_BINDING: &str = "__charter_default";
+/// The binding an anonymous default export is assigned to (a function's
+/// name is then put back to "default").
+const DEFAULT_BINDING: &str = "__charter_d";
+/// What replaces `export default` before an anonymous default export: as
+/// long as it, so that columns hold; the `;` ends the statement before, as
+/// the line break before `export` did.
+const DEFAULT_ASSIGNMENT: &str = ";__charter_d= ";
 const DEPS: &str = "__charter_deps";
 
 /// Rewrites `source`, or says why it cannot (the module is then run as a
@@ -78,20 +82,18 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     let mut reexports = 0usize;
     // Top-level `function`, `class`, `const`, `let` and `var` names, and
     // whether they are `let` or `var`.
-    let mut declared: Vec<(&str, bool)> = Vec::new();
+    let mut declared: HashMap<&str, bool> = HashMap::new();
     let mut mutable_exports: Vec<String> = Vec::new();
     let mut namespace_imports: Vec<usize> = Vec::new();
     // `export { local as exported }` pairs, checked against `declared`.
-    let mut local_exports: Vec<String> = Vec::new();
+    let mut local_exports: HashSet<String> = HashSet::new();
+    let mut dependency_index: HashMap<String, usize> = HashMap::new();
 
-    let dep_index = |deps: &mut Vec<String>, spec: String| -> usize {
-        match deps.iter().position(|d| *d == spec) {
-            Some(i) => i,
-            None => {
-                deps.push(spec);
-                deps.len() - 1
-            }
-        }
+    let mut dep_index = |deps: &mut Vec<String>, spec: String| -> usize {
+        *dependency_index.entry(spec.clone()).or_insert_with(|| {
+            deps.push(spec);
+            deps.len() - 1
+        })
     };
 
     let mut i = 0;
@@ -105,13 +107,27 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
                 "`{text}`: names starting with `__charter` are the rewrite's"
             ));
         }
-        let keyword = t.kind == Kind::Name && (text == "import" || text == "export");
-        let after_dot = i > 0 && matches!(tokens[i - 1].text(source), "." | "?.");
+        let after_dot = is_property(source, &tokens, i);
+        // A direct `eval(...)` and `arguments` would reach the factory's
+        // own bindings and arguments, which a module does not have. (An
+        // indirect eval, `(0, eval)(...)`, runs in the global scope.)
+        let follower = tokens.get(i + 1).map(|n| n.text(source));
+        let direct_eval = text == "eval" && follower == Some("(");
+        let arguments = text == "arguments" && follower != Some(":");
+        if t.kind == Kind::Name && !after_dot && (direct_eval || arguments) {
+            return Err(format!("`{text}` in a module"));
+        }
+        // `{ import: 1 }`, `static export() {}`, `export = 1` in a class
+        // body: names, not module syntax.
+        let keyword = t.kind == Kind::Name
+            && (text == "import" || text == "export")
+            && !matches!(follower, Some(":" | "="))
+            && !(text == "export" && follower == Some("("));
         let statement_start =
             i == 0 || t.newline_before || matches!(tokens[i - 1].text(source), ";" | "}");
         if t.depth == 0 && statement_start && t.kind == Kind::Name {
-            if let Some(declared_here) = declared_name(source, &tokens[i..]) {
-                declared.push(declared_here);
+            if let Some((name, mutable)) = declared_name(source, &tokens[i..]) {
+                declared.entry(name).or_insert(mutable);
             }
         }
         // `import(...)` is left as it is: V8 refuses it the same way in a
@@ -181,25 +197,28 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
                                 exports.insert("default".into(), name.to_string());
                                 edits.push(Edit::blank(t.start, default_end));
                             }
+                            None if is_class => {
+                                // Its static initialisers could see a
+                                // name other than "default".
+                                return Err("an anonymous `export default class`".into());
+                            }
                             None => {
-                                // An anonymous declaration gets a name so
-                                // that it stays a declaration.
-                                edits.push(Edit::blank(t.start, default_end));
-                                edits.push(Edit::insert(
-                                    tokens[q.at - 1].end,
-                                    format!(" {DEFAULT_BINDING}"),
-                                ));
+                                // An anonymous function declaration becomes
+                                // a function expression assigned to the
+                                // default binding, ended by a `;` after its
+                                // body. (It is no longer hoisted, which
+                                // only an import cycle could see.)
+                                let body_end = function_body_end(&tokens, q.at)
+                                    .ok_or("an `export default function` without a body")?;
+                                edits.push(default_assignment(source, t.start, default_end));
+                                edits.push(Edit::insert(tokens[body_end].end, ";".into()));
                                 exports.insert("default".into(), DEFAULT_BINDING.into());
                                 default_is_anonymous = true;
                             }
                         }
                     }
                     _ => {
-                        edits.push(Edit {
-                            start: t.start,
-                            end: default_end,
-                            text: format!("const {DEFAULT_BINDING} ="),
-                        });
+                        edits.push(default_assignment(source, t.start, default_end));
                         exports.insert("default".into(), DEFAULT_BINDING.into());
                         default_is_anonymous = true;
                     }
@@ -225,7 +244,7 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
                 if mutable {
                     mutable_exports.push(name.to_string());
                 }
-                declared.push((name, mutable));
+                declared.entry(name).or_insert(mutable);
                 edits.push(Edit::blank(t.start, t.end));
                 i = p.at;
             }
@@ -244,7 +263,7 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
                             if !is_plain_name(&local) {
                                 return Err(format!("`export {{ {local} }}` without `from`"));
                             }
-                            local_exports.push(local.clone());
+                            local_exports.insert(local.clone());
                             exports.insert(exported, local);
                         }
                     }
@@ -271,9 +290,9 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
         if !local_exports.contains(local) {
             continue;
         }
-        match declared.iter().find(|(name, _)| name == local) {
-            Some((_, true)) => mutable_exports.push(exported.clone()),
-            Some((_, false)) => {}
+        match declared.get(local.as_str()) {
+            Some(true) => mutable_exports.push(exported.clone()),
+            Some(false) => {}
             None => {
                 return Err(format!(
                     "`export {{ {local} }}`: not declared at the top level of this module"
@@ -284,8 +303,14 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     // A function or class declaration is a binding its module may assign
     // to later (`f = other`), which a real module's importers would see; a
     // copy would not.
+    let locals: HashSet<&str> = exports
+        .values()
+        .map(String::as_str)
+        .filter(|local| is_plain_name(local))
+        .collect();
+    let assigned = assigned_to(source, &tokens, &locals);
     for (exported, local) in &exports {
-        if is_plain_name(local) && assigned_to(source, &tokens, local) {
+        if assigned.contains(local.as_str()) {
             mutable_exports.push(exported.clone());
         }
     }
@@ -302,14 +327,7 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
         }
         body.push_str(&source[at..e.start]);
         if e.text.is_empty() {
-            // Blanked: keep the line breaks so that line numbers hold.
-            body.extend(source[e.start..e.end].chars().map(|c| {
-                if c == '\n' || c == '\r' {
-                    c
-                } else {
-                    ' '
-                }
-            }));
+            blank_into(&mut body, &source[e.start..e.end]);
         } else {
             body.push_str(&e.text);
         }
@@ -324,12 +342,15 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     // The namespace object: the exports' values once the body has run,
     // sorted as a module namespace's keys are, on a frozen null-prototype
     // object tagged "Module".
-    let mut namespace = String::from("{ __proto__: null, ");
+    let mut namespace = String::from("__charter_define({ __proto__: null, ");
     for (name, value) in &exports {
         // A computed key, so that an export named `__proto__` is a key.
         namespace.push_str(&format!("[{}]: {value}, ", quote(name)));
     }
-    namespace.push_str("[__charter_tag]: \"Module\" }");
+    namespace.push_str("}, __charter_tag, { value: \"Module\" })");
+    if default_is_anonymous {
+        header.push_str(&format!("let {DEFAULT_BINDING}; "));
+    }
     let rename = if default_is_anonymous {
         format!(
             "if ((typeof {DEFAULT_BINDING} === \"function\") && {DEFAULT_BINDING}.name === \"{DEFAULT_BINDING}\") \
@@ -341,11 +362,12 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
     // One header line (the script origin's line offset of -1 hides it),
     // then the module's own lines.
     let script = format!(
-        "(function (__charter_freeze, __charter_define, __charter_tag) {{ \"use strict\"; \
+        "(function () {{ \"use strict\"; \
+         const __charter_freeze = Object.freeze, __charter_define = Object.defineProperty, \
+         __charter_tag = Symbol.toStringTag; \
          return function ({DEPS}) {{ {header}\n\
          {body}\n\
-         ;{rename}return __charter_freeze({namespace}); }}; }})\
-         (Object.freeze, Object.defineProperty, Symbol.toStringTag)"
+         ;{rename}return __charter_freeze({namespace}); }}; }})()"
     );
     Ok(Factory {
         script,
@@ -355,6 +377,52 @@ pub(crate) fn rewrite(source: &str) -> Result<Factory, String> {
         mutable_exports,
         namespace_imports,
     })
+}
+
+/// Blanks `text` out into `out`: a `;` for its first character (the
+/// statement before it ends there, as it did before `import`/`export`),
+/// then spaces, as many UTF-16 units as V8 counts in columns, and every
+/// line break kept, so that line and column numbers hold.
+fn blank_into(out: &mut String, text: &str) {
+    for (n, c) in text.chars().enumerate() {
+        match c {
+            '\n' | '\r' | '\u{2028}' | '\u{2029}' => out.push(c),
+            _ if n == 0 => {
+                out.push(';');
+                out.extend(std::iter::repeat_n(' ', c.len_utf16() - 1));
+            }
+            _ => out.extend(std::iter::repeat_n(' ', c.len_utf16())),
+        }
+    }
+}
+
+/// The edit turning `export default` (from `start` to `end`) into an
+/// assignment to the default binding, in the same columns when it is
+/// written `export default`.
+fn default_assignment(source: &str, start: usize, end: usize) -> Edit {
+    let span = &source[start..end];
+    let text = if span == "export default" {
+        DEFAULT_ASSIGNMENT.to_string()
+    } else {
+        let mut text = DEFAULT_ASSIGNMENT.trim_end().to_string();
+        let mut blank = String::new();
+        blank_into(&mut blank, span);
+        text.push_str(&blank[1..]);
+        text
+    };
+    Edit { start, end, text }
+}
+
+/// The index of the `}` ending the body of the function whose parameter
+/// list opens at `tokens[open]`.
+fn function_body_end(tokens: &[Token], open: usize) -> Option<usize> {
+    let close = tokens.get(open)?.pair?;
+    if close < open {
+        return None;
+    }
+    let body = tokens.get(close + 1)?;
+    let end = body.pair?;
+    (end > close + 1).then_some(end)
 }
 
 /// A JS string literal for `s`.
@@ -588,52 +656,103 @@ fn declared_name<'s>(source: &'s str, tokens: &[Token]) -> Option<(&'s str, bool
         .map(|name| (name, mutable))
 }
 
-/// Whether `name` is assigned to anywhere in the module, other than where
-/// it is declared (`name = `, `name += `, `name++`, `--name`,
-/// `for (name of ...)`), in any scope: a local that shadows it counts too,
-/// which only costs the fast path. Destructuring assignment
-/// (`[name] = ...`) is not seen.
-fn assigned_to(source: &str, tokens: &[Token], name: &str) -> bool {
+/// Which of `names` the module assigns to anywhere other than where they
+/// are declared: `name = `, `name += `, `name++`, `--name`,
+/// `for (name of ...)`, and as the target of a destructuring assignment
+/// (`[name] = ...`, `({ name } = ...)`), in any scope. A local that
+/// shadows one counts too, which only costs the fast path.
+fn assigned_to<'n>(source: &str, tokens: &[Token], names: &HashSet<&'n str>) -> HashSet<&'n str> {
     let text = |n: usize| tokens.get(n).map(|t| t.text(source));
     let adjacent = |a: usize, b: usize| tokens[a].end == tokens[b].start;
-    (0..tokens.len()).any(|i| {
-        if tokens[i].kind != Kind::Name || text(i) != Some(name) {
-            return false;
+    // An `=` (not `==`) or an operator glued to one (`+=`, `>>>=`, `??=`)
+    // at `j`. `<=` and `>=` read as assignments too, harmlessly.
+    let assignment_at = |j: usize| {
+        let mut k = j;
+        while k < tokens.len()
+            && k < j + 3
+            && tokens[k].kind == Kind::Punct
+            && matches!(
+                text(k),
+                Some("+" | "-" | "*" | "/" | "%" | "<" | ">" | "&" | "|" | "^" | "?")
+            )
+            && (k == j || adjacent(k - 1, k))
+        {
+            k += 1;
+        }
+        text(k) == Some("=") && (k == j || adjacent(k - 1, k)) && text(k + 1) != Some("=")
+    };
+    // Open brackets around each token, innermost last.
+    let mut enclosing: Vec<usize> = Vec::new();
+    let mut assigned = HashSet::new();
+    for i in 0..tokens.len() {
+        let t = &tokens[i];
+        if t.kind == Kind::Punct && matches!(text(i), Some(")" | "]" | "}")) {
+            enclosing.pop();
+            continue;
+        }
+        if t.kind == Kind::Punct && matches!(text(i), Some("(" | "[" | "{")) {
+            enclosing.push(i);
+            continue;
+        }
+        let Some(name) = text(i).and_then(|n| names.get(n)) else {
+            continue;
+        };
+        if t.kind != Kind::Name || assigned.contains(name) {
+            continue;
         }
         // A property, or the declaration itself (`const name = ...`).
         if i > 0 && matches!(text(i - 1), Some("." | "?." | "const" | "let" | "var")) {
+            continue;
+        }
+        let updated = (i > 0 && matches!(text(i - 1), Some("++" | "--")))
+            || matches!(text(i + 1), Some("++" | "--"))
+            || assignment_at(i + 1);
+        let for_target = i >= 2
+            && text(i - 1) == Some("(")
+            && matches!(text(i - 2), Some("for" | "await"))
+            && matches!(text(i + 1), Some("of" | "in"));
+        if updated || for_target || destructured(source, tokens, &enclosing, i, &assignment_at) {
+            assigned.insert(*name);
+        }
+    }
+    assigned
+}
+
+/// Whether `tokens[i]`, inside the brackets `enclosing`, is a target of a
+/// destructuring assignment: in an array or object pattern (nested
+/// patterns too) that is followed by `=`, `of` or `in` and is not part of
+/// a `const`/`let`/`var` declaration.
+fn destructured(
+    source: &str,
+    tokens: &[Token],
+    enclosing: &[usize],
+    i: usize,
+    assignment_at: &dyn Fn(usize) -> bool,
+) -> bool {
+    let text = |n: usize| tokens.get(n).map(|t| t.text(source));
+    // A key (`{ name: x }`) or a value being read (`[f(name)]`) is not a
+    // target.
+    if i == 0
+        || !matches!(text(i - 1), Some("[" | "{" | "," | "..." | ":"))
+        || !matches!(text(i + 1), Some("," | "]" | "}" | "="))
+    {
+        return false;
+    }
+    for &open in enclosing.iter().rev() {
+        if !matches!(text(open), Some("[" | "{")) {
             return false;
         }
-        if i > 0 && matches!(text(i - 1), Some("++" | "--")) {
+        let Some(close) = tokens[open].pair else {
+            return false;
+        };
+        if open > 0 && matches!(text(open - 1), Some("const" | "let" | "var")) {
+            return false;
+        }
+        if assignment_at(close + 1) || matches!(text(close + 1), Some("of" | "in")) {
             return true;
         }
-        if matches!(text(i + 1), Some("++" | "--")) {
-            return true;
-        }
-        if i >= 2 && text(i - 1) == Some("(") && text(i - 2) == Some("for")
-            || i >= 3 && text(i - 1) == Some("(") && text(i - 2) == Some("await")
-        {
-            if matches!(text(i + 1), Some("of" | "in")) {
-                return true;
-            }
-        }
-        // `=` or an operator of one to three characters glued to `=`
-        // (`+=`, `>>>=`, `??=`); `==` is a comparison. `<=` and `>=` read
-        // as assignments too, harmlessly.
-        let mut j = i + 1;
-        while j < tokens.len()
-            && j < i + 4
-            && tokens[j].kind == Kind::Punct
-            && matches!(
-                text(j),
-                Some("+" | "-" | "*" | "/" | "%" | "<" | ">" | "&" | "|" | "^" | "?")
-            )
-            && (j == i + 1 || adjacent(j - 1, j))
-        {
-            j += 1;
-        }
-        text(j) == Some("=") && (j == i + 1 || adjacent(j - 1, j)) && text(j + 1) != Some("=")
-    })
+    }
+    false
 }
 
 const RESERVED: &[&str] = &[
@@ -699,6 +818,16 @@ enum Kind {
     Punct,
 }
 
+/// What a `/` right after a closing bracket is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SlashAfter {
+    Divides,
+    StartsRegex,
+    /// The scanner cannot tell (a `}` whose `{` came after a `:`, which
+    /// opens an object or a block): it gives up on the module.
+    Unknown,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Token {
     kind: Kind,
@@ -708,6 +837,10 @@ struct Token {
     depth: usize,
     /// A line break between this token and the one before.
     newline_before: bool,
+    /// For a bracket, the index of its partner (set on both).
+    pair: Option<usize>,
+    /// For a closing `)` or `}`: what a `/` after it is.
+    slash_after: SlashAfter,
 }
 
 impl Token {
@@ -732,19 +865,36 @@ const BEFORE_EXPRESSION: &[&str] = &[
     "else",
     "yield",
     "await",
+    "default",
 ];
+
+/// An opening bracket not yet closed.
+struct Open {
+    /// b'{', b'(', b'[', or b'`' for a template substitution.
+    bracket: u8,
+    /// Its token's index (none for a template substitution).
+    token: Option<usize>,
+    /// What a `/` after its closing bracket is.
+    slash_after: SlashAfter,
+}
+
+/// U+2028 and U+2029, line terminators in JavaScript.
+fn line_separator_at(b: &[u8], i: usize) -> bool {
+    b.get(i) == Some(&0xE2)
+        && b.get(i + 1) == Some(&0x80)
+        && matches!(b.get(i + 2), Some(0xA8 | 0xA9))
+}
 
 /// Splits `source` into the tokens the rewrite needs to see (comments and
 /// white space dropped). Fails on anything it cannot follow.
 fn tokenize(source: &str) -> Result<Vec<Token>, String> {
     let b = source.as_bytes();
     let mut tokens: Vec<Token> = Vec::new();
-    // Open brackets; b'`' marks a template substitution.
-    let mut open: Vec<u8> = Vec::new();
+    let mut open: Vec<Open> = Vec::new();
     let mut newline = false;
     let mut i = 0;
     if b.starts_with(b"#!") {
-        while i < b.len() && b[i] != b'\n' {
+        while i < b.len() && b[i] != b'\n' && b[i] != b'\r' && !line_separator_at(b, i) {
             i += 1;
         }
     }
@@ -755,6 +905,8 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
             end,
             depth,
             newline_before: *newline,
+            pair: None,
+            slash_after: SlashAfter::Divides,
         });
         *newline = false;
     };
@@ -766,15 +918,19 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 newline = true;
                 i += 1;
             }
+            _ if line_separator_at(b, i) => {
+                newline = true;
+                i += 3;
+            }
             b' ' | b'\t' | 0x0b | 0x0c => i += 1,
             b'/' if next == Some(b'/') => {
-                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' && !line_separator_at(b, i) {
                     i += 1;
                 }
             }
             b'/' if next == Some(b'*') => {
                 let end = source[i + 2..].find("*/").ok_or("unterminated comment")? + i + 4;
-                if source[i..end].contains(['\n', '\r']) {
+                if source[i..end].contains(['\n', '\r', '\u{2028}', '\u{2029}']) {
                     newline = true;
                 }
                 i = end;
@@ -809,7 +965,7 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                     &mut newline,
                 );
             }
-            b'}' if open.last() == Some(&b'`') => {
+            b'}' if open.last().is_some_and(|o| o.bracket == b'`') => {
                 open.pop();
                 let start = i;
                 i = template_piece(b, i + 1, &mut open)?;
@@ -823,8 +979,17 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 );
             }
             b'{' | b'(' | b'[' => {
+                let slash_after = match c {
+                    b'(' => slash_after_parenthesis(source, &tokens),
+                    b'{' => slash_after_brace(source, tokens.last()),
+                    _ => SlashAfter::Divides,
+                };
                 push(&mut tokens, Kind::Punct, i, i + 1, open.len(), &mut newline);
-                open.push(c);
+                open.push(Open {
+                    bracket: c,
+                    token: Some(tokens.len() - 1),
+                    slash_after,
+                });
                 i += 1;
             }
             b'}' | b')' | b']' => {
@@ -833,13 +998,30 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                     b')' => b'(',
                     _ => b'[',
                 };
-                if open.pop() != Some(opener) {
+                let Some(o) = open.pop().filter(|o| o.bracket == opener) else {
                     return Err("unbalanced brackets".into());
-                }
+                };
                 push(&mut tokens, Kind::Punct, i, i + 1, open.len(), &mut newline);
+                let here = tokens.len() - 1;
+                tokens[here].slash_after = o.slash_after;
+                if let Some(t) = o.token {
+                    tokens[here].pair = Some(t);
+                    tokens[t].pair = Some(here);
+                }
                 i += 1;
             }
-            b'/' if regex_allowed(source, tokens.last()) => {
+            b'/' => {
+                match regex_allowed(source, &tokens) {
+                    SlashAfter::Divides => {
+                        push(&mut tokens, Kind::Punct, i, i + 1, open.len(), &mut newline);
+                        i += 1;
+                        continue;
+                    }
+                    SlashAfter::Unknown => {
+                        return Err("cannot tell a regex from a division after `}`".into())
+                    }
+                    SlashAfter::StartsRegex => {}
+                }
                 let start = i;
                 i += 1;
                 let mut class = false;
@@ -906,7 +1088,7 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
             _ if is_name_byte(c) || c == b'#' => {
                 let start = i;
                 i += 1;
-                while i < b.len() && is_name_byte(b[i]) {
+                while i < b.len() && is_name_byte(b[i]) && !line_separator_at(b, i) {
                     i += 1;
                 }
                 push(&mut tokens, Kind::Name, start, i, open.len(), &mut newline);
@@ -940,14 +1122,18 @@ fn is_name_byte(c: u8) -> bool {
 /// Scans a template literal's piece from `i` (just inside it) to its
 /// closing backtick or to a `${`, which opens a substitution. Returns the
 /// index past the piece.
-fn template_piece(b: &[u8], mut i: usize, open: &mut Vec<u8>) -> Result<usize, String> {
+fn template_piece(b: &[u8], mut i: usize, open: &mut Vec<Open>) -> Result<usize, String> {
     loop {
         match b.get(i) {
             None => return Err("unterminated template".into()),
             Some(b'\\') => i += 2,
             Some(b'`') => return Ok(i + 1),
             Some(b'$') if b.get(i + 1) == Some(&b'{') => {
-                open.push(b'`');
+                open.push(Open {
+                    bracket: b'`',
+                    token: None,
+                    slash_after: SlashAfter::Divides,
+                });
                 return Ok(i + 2);
             }
             _ => i += 1,
@@ -955,20 +1141,78 @@ fn template_piece(b: &[u8], mut i: usize, open: &mut Vec<u8>) -> Result<usize, S
     }
 }
 
-/// Whether a `/` after `prev` starts a regular expression (rather than
-/// dividing). After `)` and `]` it divides; after `}` it is taken to start
-/// a statement (a misreading makes the rewrite fail or disagree with V8,
-/// and the real module is used).
-fn regex_allowed(source: &str, prev: Option<&Token>) -> bool {
+/// Whether the token is a name read as a property (`o.default`).
+fn is_property(source: &str, tokens: &[Token], i: usize) -> bool {
+    i > 0 && matches!(tokens[i - 1].text(source), "." | "?.")
+}
+
+/// A `(` about to be pushed: the `)` closing the condition of `if`,
+/// `while`, `for` or `with` ends a statement's head, so a `/` after it
+/// starts a regex; after any other `)` it divides.
+fn slash_after_parenthesis(source: &str, tokens: &[Token]) -> SlashAfter {
+    let n = tokens.len();
+    let head = |k: usize| {
+        n >= k
+            && tokens[n - k].kind == Kind::Name
+            && matches!(tokens[n - k].text(source), "if" | "while" | "for" | "with")
+            && !is_property(source, tokens, n - k)
+    };
+    // `for await (`
+    let for_await =
+        n >= 2 && tokens[n - 1].text(source) == "await" && tokens[n - 2].text(source) == "for";
+    if head(1) || for_await {
+        SlashAfter::StartsRegex
+    } else {
+        SlashAfter::Divides
+    }
+}
+
+/// A `{` about to be pushed after `prev`: an object literal (a `/` after
+/// its `}` divides) or a block or body (a `/` after it starts a regex).
+fn slash_after_brace(source: &str, prev: Option<&Token>) -> SlashAfter {
     let Some(prev) = prev else {
-        return true;
+        return SlashAfter::StartsRegex;
     };
     let text = prev.text(source);
     match prev.kind {
-        Kind::Name => BEFORE_EXPRESSION.contains(&text),
-        Kind::Punct => !matches!(text, ")" | "]" | "++" | "--"),
-        Kind::Template => text.ends_with("${"),
-        Kind::Str | Kind::Regex | Kind::Number => false,
+        Kind::Punct => match text {
+            ")" | "=>" | ";" | "{" | "}" => SlashAfter::StartsRegex,
+            ":" => SlashAfter::Unknown,
+            _ => SlashAfter::Divides,
+        },
+        Kind::Name if matches!(text, "do" | "else") => SlashAfter::StartsRegex,
+        Kind::Name if BEFORE_EXPRESSION.contains(&text) => SlashAfter::Divides,
+        // `class A {`, `extends B {`, `try {`, `finally {`, `static {`
+        Kind::Name => SlashAfter::StartsRegex,
+        Kind::Template => SlashAfter::Divides,
+        Kind::Str | Kind::Regex | Kind::Number => SlashAfter::Unknown,
+    }
+}
+
+/// What a `/` after the last token is.
+fn regex_allowed(source: &str, tokens: &[Token]) -> SlashAfter {
+    let Some(prev) = tokens.last() else {
+        return SlashAfter::StartsRegex;
+    };
+    let text = prev.text(source);
+    let regex = |yes: bool| {
+        if yes {
+            SlashAfter::StartsRegex
+        } else {
+            SlashAfter::Divides
+        }
+    };
+    match prev.kind {
+        Kind::Name => regex(
+            BEFORE_EXPRESSION.contains(&text) && !is_property(source, tokens, tokens.len() - 1),
+        ),
+        Kind::Punct => match text {
+            ")" | "}" => prev.slash_after,
+            "]" | "++" | "--" => SlashAfter::Divides,
+            _ => SlashAfter::StartsRegex,
+        },
+        Kind::Template => regex(text.ends_with("${")),
+        Kind::Str | Kind::Regex | Kind::Number => SlashAfter::Divides,
     }
 }
 
@@ -999,7 +1243,12 @@ mod tests {
             ["D", "a", "b", "c", "default", "default2", "e", "f", "h"]
         );
         assert!(f.dependencies.is_empty());
-        assert!(f.script.contains("function __charter_default ("));
+        assert!(
+            f.script
+                .contains(";__charter_d=  function () { return 1; };"),
+            "{}",
+            f.script
+        );
         assert!(!f.script.contains("export"));
     }
 
@@ -1041,7 +1290,8 @@ mod tests {
                 assert_eq!(rewritten, line, "line {n}");
             }
         }
-        assert_eq!(body.lines().nth(1).unwrap().trim(), "function f() {");
+        // The same columns: `export` became `;` and spaces.
+        assert_eq!(body.lines().nth(1).unwrap(), ";      function f() {");
     }
 
     #[test]
@@ -1131,6 +1381,142 @@ mod tests {
     fn an_export_named_proto_is_a_key_of_the_namespace() {
         let f = rewrite("const p = 1;\nexport { p as __proto__ };\n").unwrap();
         assert!(f.script.contains("[\"__proto__\"]: p"), "{}", f.script);
+    }
+
+    #[test]
+    fn a_removed_statement_still_ends_the_line_before_it() {
+        let f = rewrite(
+            "const items = [1, 2]\nexport { items }\n(function () { items.push(3) })()\n\
+             import { b } from './b.js'\n[0, 1].forEach((x) => x)\n",
+        )
+        .unwrap();
+        let body: Vec<&str> = f.script.lines().skip(1).collect();
+        assert_eq!(body[0], "const items = [1, 2]");
+        assert!(
+            body[1].starts_with(';') && body[1].trim() == ";",
+            "{:?}",
+            body[1]
+        );
+        assert!(
+            body[3].starts_with(';') && body[3].trim() == ";",
+            "{:?}",
+            body[3]
+        );
+    }
+
+    #[test]
+    fn a_regex_after_a_condition_or_export_default_is_a_regex() {
+        let f = rewrite(
+            "import { a } from './a.js';\n\
+             let hit = 0;\n\
+             if (a) /;import{b}from'b.js';/.test('x') && hit++;\n\
+             while (false) /;export{hit};/.test('y');\n\
+             export default /;export{x};/i.test(';export{x};');\n\
+             export const half = a.default / 2 / 1, q = (a) / 2;\n",
+        )
+        .unwrap();
+        assert_eq!(f.dependencies, ["./a.js"]);
+        assert_eq!(names(&f), ["default", "half"]);
+        assert!(f.script.contains("/;import{b}from'b.js';/.test('x')"));
+        // After a block a `/` starts a regex; after an object literal it
+        // divides; after a `{` that follows a `:` the scanner cannot tell.
+        assert!(rewrite("function f() {}\n/export/.test('');\nexport { f };").is_ok());
+        assert!(rewrite("const o = { a: 1 } / 2;\nexport { o };").is_ok());
+        assert!(rewrite("const o = { a: {} / 2 };\nexport { o };").is_err());
+    }
+
+    #[test]
+    fn eval_arguments_and_anonymous_default_classes_are_refused() {
+        for source in [
+            "export function f() { return eval('1'); }",
+            "export const f = () => arguments;",
+            "export default class { static n = this.name; }",
+            "export default class extends Object {}",
+        ] {
+            assert!(rewrite(source).is_err(), "{source}");
+        }
+        // As property names they are only names.
+        assert!(rewrite("const o = { eval: 1 };\nexport const v = o.eval + o.arguments;").is_ok());
+        assert!(rewrite("export const v = (0, eval)('1');").is_ok());
+    }
+
+    #[test]
+    fn destructuring_assignment_marks_a_binding_mutable() {
+        let f = rewrite(
+            "export function g() {}\nexport class C {}\nexport function h() {}\n\
+             export function k() {}\nexport function m() {}\nexport function n() {}\n\
+             export function p() {}\n\
+             function swap(o) {\n\
+               [g, C] = [() => 2, class {}];\n\
+               ({ h } = o);\n\
+               ({ x: k } = o);\n\
+               [[m]] = [[1]];\n\
+               for ([p] of []);\n\
+               const [n2] = [n];\n\
+               const { n: n3 } = { n };\n\
+               return [n, p];\n\
+             }\n",
+        )
+        .unwrap();
+        assert_eq!(f.mutable_exports, ["C", "g", "h", "k", "m", "p"]);
+    }
+
+    #[test]
+    fn keywords_as_keys_and_methods_are_not_module_syntax() {
+        let f = rewrite(
+            "const o = { import: 1, export: 2 };\n\
+             class K { static export() { return 1; } get import() { return 2; } }\n\
+             export { o, K };\n",
+        )
+        .unwrap();
+        assert_eq!(names(&f), ["K", "o"]);
+    }
+
+    #[test]
+    fn columns_and_lines_hold_across_wide_characters_and_line_separators() {
+        let f =
+            rewrite("import { a } from './a.js' /* \u{1F600} \u{2028} */;\nexport const x = a;\n")
+                .unwrap();
+        let body = &f.script[f.script.find('\n').unwrap() + 1..];
+        // The emoji is two UTF-16 units, so two spaces; the line separator
+        // is kept, so the module's next line is still the third.
+        let first: &str = body.split('\u{2028}').next().unwrap();
+        assert_eq!(
+            first.encode_utf16().count(),
+            "import { a } from './a.js' /* \u{1F600} "
+                .encode_utf16()
+                .count()
+        );
+        assert!(body.contains('\u{2028}'));
+    }
+
+    #[test]
+    fn an_anonymous_default_function_keeps_its_columns() {
+        let source = "export default function () { throw new Error('x'); }\n(1);\n";
+        let f = rewrite(source).unwrap();
+        let line = f.script.lines().nth(1).unwrap();
+        assert_eq!(line.find("throw"), source.find("throw"));
+        // The `;` after its body keeps `(1)` from calling it.
+        assert!(line.ends_with("};"), "{line}");
+    }
+
+    #[test]
+    fn a_module_with_many_exports_is_rewritten() {
+        // Once quadratic in the number of exports: 50,000 took the rewrite
+        // past any time limit.
+        let n = 50_000;
+        let mut source: String = (0..n).map(|k| format!("let a{k} = 0;\n")).collect();
+        source.push_str("export { ");
+        source.push_str(
+            &(0..n)
+                .map(|k| format!("a{k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        source.push_str(" };\nexport function bump() { a7 += 1; }\n");
+        let f = rewrite(&source).unwrap();
+        assert_eq!(f.exports.len(), n + 1);
+        assert_eq!(f.mutable_exports.len(), n);
     }
 
     #[test]

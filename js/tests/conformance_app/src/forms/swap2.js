@@ -1,0 +1,7 @@
+// Reassigned by destructuring only.
+export function greet() {
+  return "old";
+}
+export function swap() {
+  [greet] = [() => "new"];
+}

@@ -1,0 +1,7 @@
+import { greet, swap } from "./swap2.js";
+
+export function swapped() {
+  const before = greet();
+  swap();
+  return { body: { before, after: greet() } };
+}

@@ -1,0 +1,3 @@
+export const base = 1;
+export const tag = "mine";
+export default function () { return "anonymous"; }
