@@ -953,20 +953,12 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 }
                 push(&mut tokens, Kind::Str, start, i, open.len(), &mut newline);
             }
-            b'`' => {
-                let start = i;
-                i = template_piece(b, i + 1, &mut open)?;
-                push(
-                    &mut tokens,
-                    Kind::Template,
-                    start,
-                    i,
-                    open.len(),
-                    &mut newline,
-                );
-            }
-            b'}' if open.last().is_some_and(|o| o.bracket == b'`') => {
-                open.pop();
+            // A template's start, or the `}` ending one of its
+            // substitutions: both go on to the next piece of text.
+            _ if c == b'`' || (c == b'}' && open.last().is_some_and(|o| o.bracket == b'`')) => {
+                if c == b'}' {
+                    open.pop();
+                }
                 let start = i;
                 i = template_piece(b, i + 1, &mut open)?;
                 push(
@@ -1049,8 +1041,10 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                 }
                 push(&mut tokens, Kind::Regex, start, i, open.len(), &mut newline);
             }
-            b'0'..=b'9' => {
+            // A number: `12`, `0x1F`, `1e+3`, `.5`, `1_000n`.
+            _ if c.is_ascii_digit() || (c == b'.' && next.is_some_and(|n| n.is_ascii_digit())) => {
                 let start = i;
+                i += 1;
                 while i < b.len()
                     && (is_name_byte(b[i])
                         || b[i] == b'.'
@@ -1059,21 +1053,6 @@ fn tokenize(source: &str) -> Result<Vec<Token>, String> {
                             && !source[start..i].starts_with("0x")
                             && !source[start..i].starts_with("0X")))
                 {
-                    i += 1;
-                }
-                push(
-                    &mut tokens,
-                    Kind::Number,
-                    start,
-                    i,
-                    open.len(),
-                    &mut newline,
-                );
-            }
-            b'.' if next.is_some_and(|n| n.is_ascii_digit()) => {
-                let start = i;
-                i += 1;
-                while i < b.len() && (is_name_byte(b[i]) || b[i] == b'.') {
                     i += 1;
                 }
                 push(
