@@ -865,6 +865,16 @@ async fn module_forms_are_the_same_on_both_and_fresh_every_time() {
         factories_before + 2
     );
     assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 3);
+
+    // A module the scanner misreads: an edit would land in a string. V8's
+    // reading of the probe refuses the rewrite.
+    for _ in 0..2 {
+        assert_eq!(
+            json_body(suite.same("/forms/misread", "").await),
+            json!({"q": "NaN", "s": ";export{misread}//"})
+        );
+    }
+    assert_eq!(m.v8_module_fallbacks.load(Ordering::Relaxed), 4);
 }
 
 /// The conformance app's own modules (`export let`, `import()`) run as

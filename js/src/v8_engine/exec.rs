@@ -780,6 +780,28 @@ fn prepare_factories(
                 p.name
             ));
         }
+        // Every edit is where V8 sees the start of a top-level statement.
+        let probe = compile_probe(tc, &p.name, &p.factory.probe)
+            .ok_or_else(|| format!("{}: the probe does not compile", p.name))?;
+        let requests = probe.get_module_requests();
+        let mut probed = Vec::with_capacity(requests.length());
+        for i in 0..requests.length() {
+            let request = requests
+                .get(tc, i)
+                .and_then(|d| v8::Local::<v8::ModuleRequest>::try_from(d).ok())
+                .ok_or("unreadable module request")?;
+            probed.push(request.get_specifier().to_rust_string_lossy(tc));
+        }
+        let mut expected = rewritten;
+        expected.extend((0..p.factory.probes).map(|n| format!("{}{n}", factory::PROBE)));
+        probed.sort();
+        expected.sort();
+        if probed != expected {
+            return Err(format!(
+                "{}: an edit of the rewrite is not at a statement of the module",
+                p.name
+            ));
+        }
         let namespace = v8::Local::new(tc, module.get_module_namespace());
         let namespace = v8::Local::<v8::Object>::try_from(namespace)
             .map_err(|_| "the module namespace is not an object")?;
@@ -915,6 +937,32 @@ fn load_handler<'s>(
 
 /// Compiles the bundle's module `name` once per execution (once per realm
 /// when it is reused), from the code cache when there is one.
+/// Compiles `source` as a module named `name`, to read it (never run):
+/// the probe of a module factory.
+fn compile_probe<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    name: &str,
+    source: &str,
+) -> Option<v8::Local<'s, v8::Module>> {
+    let code = v8::String::new(scope, source)?;
+    let resource = v8::String::new(scope, name)?;
+    let origin = v8::ScriptOrigin::new(
+        scope,
+        resource.into(),
+        0,
+        0,
+        false,
+        0,
+        None,
+        false,
+        false,
+        true,
+        None,
+    );
+    let mut source = v8::script_compiler::Source::new(code, Some(&origin));
+    v8::script_compiler::compile_module(scope, &mut source)
+}
+
 fn compile_module<'s>(
     scope: &mut v8::HandleScope<'s>,
     name: &str,
