@@ -91,43 +91,168 @@
     delete Atomics.waitAsync;
   }
 
-  // Array.prototype.fill over a huge range: V8's builtin fills a sparse
-  // (dictionary-mode) array without checking for interrupts and aborts
-  // the whole process once it outgrows the heap limit's grant
-  // (`new Array(1e8).fill(0)`). Past 2^20 elements the fill is a JS loop,
-  // which the heap and time limits stop like any other code.
+  // Bulk builtins over huge lengths. Some of V8's run without checking
+  // for interrupts, or allocate past what the heap limit's grant covers,
+  // and then abort the whole process: `new Array(1e8).fill(0)`,
+  // `new Array(2 ** 32 - 1).toReversed()` (or `.with()`, `.toSpliced()`),
+  // `"a".repeat(2 ** 27).split("")`, `String.raw({ raw: { length: 2 ** 31 } })`.
+  // Past 2^20 elements each is a JS loop with the same result, which the
+  // heap and time limits stop like any other code. Both engines run the
+  // same replacements, so they give the same answers.
   {
-    const nativeFill = Array.prototype.fill;
     const apply = Reflect.apply;
     const ObjectType = Object;
     const NumberType = Number;
+    const StringType = String;
+    const ArrayType = Array;
+    const RangeErrorType = RangeError;
     const trunc = Math.trunc;
     const min = Math.min;
     const max = Math.max;
-    const NATIVE_FILL_MAX = 1 << 20;
+    const NATIVE_MAX = 1 << 20;
     const integer = (v) => {
       const n = NumberType(v);
       return n !== n ? 0 : trunc(n) + 0;
     };
     const relative = (v, len) => (v < 0 ? max(len + v, 0) : min(v, len));
-    defineProperty(Array.prototype, "fill", {
-      value: {
-        fill(value, start, end) {
-          if (this === null || this === undefined) {
-            throw new TypeErrorType("Array.prototype.fill called on null or undefined");
-          }
-          const o = ObjectType(this);
-          const len = min(max(integer(o.length), 0), 2 ** 53 - 1);
-          let k = relative(integer(start), len);
-          const last = relative(end === undefined ? len : integer(end), len);
-          if (last - k <= NATIVE_FILL_MAX) return apply(nativeFill, o, [value, k, last]);
-          for (; k < last; k++) o[k] = value;
-          return o;
+    const object = (self, name) => {
+      if (self === null || self === undefined) {
+        throw new TypeErrorType(name + " called on null or undefined");
+      }
+      return ObjectType(self);
+    };
+    const lengthOf = (o) => min(max(integer(o.length), 0), 2 ** 53 - 1);
+    const replace = (target, name, method) =>
+      defineProperty(target, name, { value: method, writable: true, configurable: true });
+
+    const nativeFill = Array.prototype.fill;
+    replace(Array.prototype, "fill", {
+      fill(value, start, end) {
+        const o = object(this, "Array.prototype.fill");
+        const len = lengthOf(o);
+        let k = relative(integer(start), len);
+        const last = relative(end === undefined ? len : integer(end), len);
+        if (last - k <= NATIVE_MAX) return apply(nativeFill, o, [value, k, last]);
+        for (; k < last; k++) o[k] = value;
+        return o;
+      },
+    }.fill);
+
+    const nativeToReversed = Array.prototype.toReversed;
+    if (nativeToReversed !== undefined) {
+      replace(Array.prototype, "toReversed", {
+        toReversed() {
+          const o = object(this, "Array.prototype.toReversed");
+          const len = lengthOf(o);
+          if (len <= NATIVE_MAX) return apply(nativeToReversed, o, []);
+          const a = new ArrayType(len);
+          for (let k = 0; k < len; k++) a[k] = o[len - 1 - k];
+          return a;
         },
-      }.fill,
-      writable: true,
-      configurable: true,
-    });
+      }.toReversed);
+    }
+
+    const nativeWith = Array.prototype.with;
+    if (nativeWith !== undefined) {
+      replace(Array.prototype, "with", {
+        with(index, value) {
+          const o = object(this, "Array.prototype.with");
+          const len = lengthOf(o);
+          if (len <= NATIVE_MAX) return apply(nativeWith, o, [index, value]);
+          const rel = integer(index);
+          const at = rel >= 0 ? rel : len + rel;
+          if (at >= len || at < 0) throw new RangeErrorType("Invalid index : " + index);
+          const a = new ArrayType(len);
+          for (let k = 0; k < len; k++) a[k] = k === at ? value : o[k];
+          return a;
+        },
+      }.with);
+    }
+
+    const nativeToSpliced = Array.prototype.toSpliced;
+    if (nativeToSpliced !== undefined) {
+      replace(Array.prototype, "toSpliced", {
+        toSpliced(start, skipCount, ...items) {
+          const o = object(this, "Array.prototype.toSpliced");
+          const len = lengthOf(o);
+          if (len <= NATIVE_MAX) return apply(nativeToSpliced, o, [start, skipCount, ...items]);
+          const from = relative(integer(start), len);
+          // `arguments` tells an absent argument from `undefined`.
+          const skip =
+            arguments.length === 0 ? 0
+              : arguments.length === 1 ? len - from
+                : min(max(integer(skipCount), 0), len - from);
+          const newLen = len + items.length - skip;
+          if (newLen > 2 ** 53 - 1) throw new TypeErrorType("Invalid array length");
+          const a = new ArrayType(newLen);
+          let i = 0;
+          for (; i < from; i++) a[i] = o[i];
+          for (const item of items) a[i++] = item;
+          for (let r = from + skip; i < newLen; i++, r++) a[i] = o[r];
+          return a;
+        },
+      }.toSpliced);
+    }
+
+    const nativeSplit = String.prototype.split;
+    const splitSymbol = Symbol.split;
+    replace(String.prototype, "split", {
+      split(separator, limit) {
+        if (this === null || this === undefined) {
+          throw new TypeErrorType("String.prototype.split called on null or undefined");
+        }
+        // A separator with its own splitter (a RegExp) is left to it.
+        if (separator !== null && separator !== undefined && separator[splitSymbol] !== undefined) {
+          return apply(nativeSplit, this, [separator, limit]);
+        }
+        const s = StringType(this);
+        if (s.length <= NATIVE_MAX) return apply(nativeSplit, s, [separator, limit]);
+        const lim = limit === undefined ? 2 ** 32 - 1 : NumberType(limit) >>> 0;
+        const r = StringType(separator);
+        const out = [];
+        if (lim === 0) return out;
+        if (separator === undefined) {
+          out.push(s);
+          return out;
+        }
+        if (r === "") {
+          const n = min(s.length, lim);
+          for (let i = 0; i < n; i++) out.push(s[i]);
+          return out;
+        }
+        let p = 0;
+        for (let q = s.indexOf(r, p); q !== -1; q = s.indexOf(r, p)) {
+          out.push(s.slice(p, q));
+          if (out.length === lim) return out;
+          p = q + r.length;
+        }
+        out.push(s.slice(p));
+        return out;
+      },
+    }.split);
+
+    const nativeRaw = String.raw;
+    const join = Array.prototype.join;
+    replace(String, "raw", {
+      raw(template, ...substitutions) {
+        const raw = ObjectType(ObjectType(template).raw);
+        const count = lengthOf(raw);
+        if (count <= NATIVE_MAX) return apply(nativeRaw, String, [template, ...substitutions]);
+        // Joined in chunks: a string grown a piece at a time would be a
+        // rope of millions of nodes.
+        let out = "";
+        const parts = [];
+        for (let i = 0; i < count; i++) {
+          parts.push(StringType(raw[i]));
+          if (i + 1 < count && i < substitutions.length) parts.push(StringType(substitutions[i]));
+          if (parts.length >= 4096) {
+            out += apply(join, parts, [""]);
+            parts.length = 0;
+          }
+        }
+        return out + apply(join, parts, [""]);
+      },
+    }.raw);
   }
 
   // QuickJS has Error.stackTraceLimit as an accessor, which freezing Error

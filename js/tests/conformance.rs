@@ -1001,11 +1001,42 @@ async fn a_worker_stuck_in_a_regex_is_answered_for_and_replaced() {
 }
 
 #[tokio::test]
+async fn bulk_builtins_past_two_to_the_twenty_give_the_same_results_on_both() {
+    let suite = Suite::new();
+    assert_eq!(
+        json_body(suite.same("/bulk", "").await),
+        json!([
+            (1 << 20) + 3,
+            "last",
+            "first",
+            "w",
+            "first",
+            ["first", "x", null, "last"],
+            ["x", "y", "z"],
+            ["x", "y"],
+            RAW_LENGTH,
+            "<1undefined2",
+            "undefined>",
+            "RangeError"
+        ])
+    );
+}
+
+/// `String.raw` over `n = 2^20 + 3` raw pieces `"<"`, `undefined` ...,
+/// `">"` with substitutions 1 and 2: `"<" + "1" + "undefined" + "2"`, then
+/// `n - 3` more `"undefined"` pieces and `">"`.
+const RAW_LENGTH: usize = 1 + 1 + 9 + 1 + (1 << 20) * 9 + 1;
+
+#[tokio::test]
 async fn memory_bombs_hit_the_heap_limit_on_both() {
     let suite = Suite::new();
     for kind in [
         "fill_sparse",
         "fill_object",
+        "to_reversed_huge",
+        "with_huge",
+        "to_spliced_huge",
+        "split_huge",
         "heap",
         "heap_objects",
         "heap_caught",
@@ -1041,8 +1072,8 @@ async fn memory_bombs_hit_the_heap_limit_on_both() {
     );
     use std::sync::atomic::Ordering::Relaxed;
     let m = suite.engine.metrics();
-    assert_eq!(m.v8.heap_limit_hits.load(Relaxed), 8);
-    assert_eq!(m.quickjs.heap_limit_hits.load(Relaxed), 9);
+    assert_eq!(m.v8.heap_limit_hits.load(Relaxed), 12);
+    assert_eq!(m.quickjs.heap_limit_hits.load(Relaxed), 13);
 }
 
 #[tokio::test]

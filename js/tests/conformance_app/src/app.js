@@ -386,6 +386,45 @@ export function reused() {
 }
 
 // What the realm offers besides the ccf API: the same on both engines.
+      // Past 2^20 elements these are harden.js's JS loops. On a sparse
+  // array-like and one at a time, so that the 32 MiB heap holds them.
+// Past 2^20 elements these are harden.js's JS loops (V8's own builtins
+// could abort the process on huge lengths). On a sparse array-like and one
+// at a time, so that a 32 MiB heap holds them on both engines.
+export function bulk() {
+  const n = (1 << 20) + 3;
+  const like = { length: n, 0: "first", [n - 1]: "last" };
+  const { toReversed, with: withAt, toSpliced } = Array.prototype;
+  // Each in a function of its own: QuickJS frees a block's locals only
+  // when their function returns.
+  const reversed = () => {
+    const r = toReversed.call(like);
+    return [r.length, r[0], r[n - 1]];
+  };
+  const replaced = () => {
+    const w = withAt.call(like, -1, "w");
+    return [w[n - 1], w[0]];
+  };
+  const out = [...reversed(), ...replaced()];
+  out.push(toSpliced.call(like, 1, n - 3, "x"));
+  const long = "x".repeat(1 << 20);
+  out.push(
+    (long + ",y,z").split(",").map((p) => p.slice(0, 1)),
+    (long + ",y,z").split(",", 2).map((p) => p.slice(0, 1)),
+  );
+  const raw = () => {
+    const r = String.raw({ raw: { length: n, 0: "<", [n - 1]: ">" } }, 1, 2);
+    return [r.length, r.slice(0, 12), r.slice(-10)];
+  };
+  out.push(...raw());
+  try {
+    withAt.call(like, n, 0);
+  } catch (e) {
+    out.push(e.name);
+  }
+  return { body: out };
+}
+
 export function builtins() {
   const caught = (f) => {
     try {

@@ -25,6 +25,17 @@ export function bomb(request) {
       // V8's own fill aborted the process here.
       new Array(1e8).fill(0);
       return { body: "filled" };
+    case "to_reversed_huge":
+      // V8's own toReversed, with and toSpliced aborted the process on
+      // these ("invalid table size"), as its split did on a string this
+      // long.
+      return { body: new Array(2 ** 32 - 1).toReversed().length };
+    case "with_huge":
+      return { body: new Array(2 ** 32 - 1).with(0, 1).length };
+    case "to_spliced_huge":
+      return { body: new Array(2 ** 32 - 1).toSpliced(0, 0).length };
+    case "split_huge":
+      return { body: "a".repeat(2 ** 27).split("").length };
     case "fill_object":
       Array.prototype.fill.call({ length: 1e8 }, 0);
       return { body: "filled" };
