@@ -153,6 +153,9 @@ async fn failing_handlers_give_500_and_leave_no_writes() -> anyhow::Result<()> {
     let (s, _, m) = error_of(c.user.get(url("/app/throw_string")).send().await?).await;
     assert_eq!(s, 500);
     assert!(m.contains("a plain string"), "{m}");
+    // A transaction larger than a ledger entry may be is refused whole.
+    let (s, code, m) = error_of(c.user.post(url("/app/write_too_much")).send().await?).await;
+    assert_eq!((s, code.as_str()), (413, "TransactionTooLarge"), "{m}");
     // A handler answering 4xx has its writes discarded, as in CCF.
     let r = c.user.post(url("/app/write_then_fail")).send().await?;
     assert_eq!(r.status(), 400);

@@ -90,6 +90,10 @@ pub struct Metrics {
     /// cannot interrupt (a backtracking regular expression), whose request
     /// the front answered as timed out.
     pub quickjs_workers_replaced: AtomicU64,
+    /// V8 workers started in place of one stuck in a builtin that does not
+    /// check for interrupts (e.g. `map` over a sparse array of length
+    /// 2^32 - 1), whose request the front answered as timed out.
+    pub v8_workers_replaced: AtomicU64,
     pub v8: EngineMetrics,
     pub quickjs: EngineMetrics,
 }
@@ -179,6 +183,12 @@ impl JsEngine {
     /// [`Metrics::quickjs_workers_replaced`]).
     pub fn quickjs_stuck_workers(&self) -> usize {
         self.quickjs.get().map_or(0, QjsEngine::stuck_workers)
+    }
+
+    /// V8 workers stuck now in requests the front gave up on (see
+    /// [`Metrics::v8_workers_replaced`]).
+    pub fn v8_stuck_workers(&self) -> usize {
+        self.v8.stuck_workers()
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`, on the engine

@@ -91,6 +91,18 @@ pub(crate) struct GiveUp {
     pub limit_ms: u64,
 }
 
+impl GiveUp {
+    /// For a time limit of `limit_ms`: the limit plus a margin for the
+    /// engine to stop the script itself (it normally does within
+    /// milliseconds of its deadline), half the limit and at least 1 s.
+    pub(crate) fn after_limit(limit_ms: u64) -> GiveUp {
+        GiveUp {
+            after: Duration::from_millis(limit_ms.saturating_add((limit_ms / 2).max(1000))),
+            limit_ms,
+        }
+    }
+}
+
 /// Starts one more worker thread on the queue's receiving side.
 pub(crate) type Respawn = Box<dyn Fn() + Send + Sync>;
 

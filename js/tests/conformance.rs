@@ -998,6 +998,27 @@ async fn a_worker_stuck_in_a_regex_is_answered_for_and_replaced() {
     // The answer came from the front's give-up, not from a late worker.
     assert_eq!(m.quickjs_workers_replaced.load(Relaxed), 1);
     assert_eq!(m.v8.timeouts.load(Relaxed), 1);
+    assert_eq!(m.v8_workers_replaced.load(Relaxed), 0);
+}
+
+/// A V8 builtin that makes no interrupt check for seconds (`map` over a
+/// sparse array): the watchdog's termination waits for it, so the front
+/// answers at the time limit plus a margin and starts a V8 worker in its
+/// place. (V8 only: QuickJS's map has the same loop, in an unoptimised
+/// debug build, which would keep a core busy for the rest of the tests.)
+#[tokio::test]
+async fn a_v8_worker_stuck_in_a_builtin_is_answered_for_and_replaced() {
+    let suite = Suite::with_limits(Limits {
+        max_execution_time_ms: 200,
+        ..limits()
+    });
+    let e = error(suite.call(Engine::V8, "/bomb/sparse_map", "").await);
+    assert_eq!(e, JsError::Timeout(200));
+    suite.still_fine(Engine::V8).await;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = suite.engine.metrics();
+    assert_eq!(m.v8_workers_replaced.load(Relaxed), 1);
+    assert_eq!(suite.engine.v8_stuck_workers(), 1);
 }
 
 #[tokio::test]

@@ -51,6 +51,12 @@ pub struct Node {
     pub retired: std::sync::atomic::AtomicBool,
 }
 
+/// The largest ledger entry one transaction may make. A JS handler can
+/// write any amount to the kv within its heap limit; an entry past the
+/// ledger's frame limit (1 GiB) could be written but not audited, and one
+/// of hundreds of MiB stalls replication and commit for everyone.
+pub const MAX_TRANSACTION_BYTES: usize = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommitFailure {
     #[error("conflict with a concurrent transaction")]
@@ -59,6 +65,8 @@ pub enum CommitFailure {
     NotPrimary,
     #[error("the write was not committed in time: {0}")]
     Timeout(String),
+    #[error("the transaction's ledger entry would be {bytes} bytes, more than the limit of {MAX_TRANSACTION_BYTES}")]
+    TooLarge { bytes: usize },
     #[error("{0}")]
     Internal(String),
 }
@@ -469,7 +477,14 @@ impl Node {
             claims_digest,
             write_set: (*ws).clone(),
         };
-        let payload = EntryPayload(entry.encode());
+        let encoded = entry.encode();
+        if encoded.len() > MAX_TRANSACTION_BYTES {
+            self.store.release(pending);
+            return Err(CommitFailure::TooLarge {
+                bytes: encoded.len(),
+            });
+        }
+        let payload = EntryPayload(encoded);
         let receiver = match self.raft.client_write_ff(payload).await {
             Ok(r) => r,
             Err(e) => {

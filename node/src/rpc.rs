@@ -164,6 +164,8 @@ fn js_metrics(node: &Node) -> Response<Body> {
             "quickjs_runtimes_created": m.quickjs_runtimes_created.load(Relaxed),
             "quickjs_workers_replaced": m.quickjs_workers_replaced.load(Relaxed),
             "quickjs_workers_stuck": node.engine.quickjs_stuck_workers(),
+            "v8_workers_replaced": m.v8_workers_replaced.load(Relaxed),
+            "v8_workers_stuck": node.engine.v8_stuck_workers(),
             "limit_hits": {
                 "execution_time": m.timeouts.load(Relaxed),
                 "heap": m.heap_limit_hits.load(Relaxed),
@@ -620,6 +622,9 @@ async fn handle_app_in_span(node: &Arc<Node>, req: HttpRequest, forwarded: bool)
                 }
                 Err(e @ CommitFailure::Timeout(_)) => {
                     return error_response(StatusCode::SERVICE_UNAVAILABLE, "CommitTimeout", format!("{e}; the write may still commit"))
+                }
+                Err(e @ CommitFailure::TooLarge { .. }) => {
+                    return error_response(StatusCode::PAYLOAD_TOO_LARGE, "TransactionTooLarge", format!("{e}; nothing was written"))
                 }
                 Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
             }

@@ -30,7 +30,6 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use charter_ledger::Tx;
 
@@ -57,13 +56,6 @@ const STACK_MARGIN_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) struct QjsEngine {
     jobs: JobQueue,
     limits: Arc<RwLock<Limits>>,
-}
-
-/// How long a request may run on a QuickJS worker before the front gives
-/// up on it: the time limit plus a margin for the interrupt handler to
-/// act (it normally stops a script within milliseconds of its deadline).
-fn give_up_after(limit_ms: u64) -> Duration {
-    Duration::from_millis(limit_ms.saturating_add((limit_ms / 2).max(1000)))
 }
 
 impl QjsEngine {
@@ -136,12 +128,15 @@ impl QjsEngine {
             .read()
             .map(|l| l.max_execution_time_ms)
             .unwrap_or(0);
-        let give_up = GiveUp {
-            after: give_up_after(limit_ms),
-            limit_ms,
-        };
         self.jobs
-            .run(bundle, endpoint, request, tx, consensus, Some(give_up))
+            .run(
+                bundle,
+                endpoint,
+                request,
+                tx,
+                consensus,
+                Some(GiveUp::after_limit(limit_ms)),
+            )
             .await
     }
 }

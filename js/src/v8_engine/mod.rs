@@ -40,7 +40,7 @@ use charter_ledger::Tx;
 use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{AppBundle, EndpointDef, Engine};
 use crate::engine::Metrics;
-use crate::jobs::{JobQueue, Jobs};
+use crate::jobs::{GiveUp, JobQueue, Jobs};
 
 static V8_INIT: Once = Once::new();
 
@@ -82,6 +82,7 @@ const STACK_MARGIN_BYTES: usize = 8 * 1024 * 1024;
 /// Runs app endpoints on V8 worker threads.
 pub(crate) struct V8Engine {
     jobs: JobQueue,
+    limits: Arc<RwLock<Limits>>,
 }
 
 impl V8Engine {
@@ -93,23 +94,50 @@ impl V8Engine {
         metrics: Arc<Metrics>,
     ) -> V8Engine {
         init_v8();
-        let (queue, receiver) = JobQueue::new("V8");
+        let (mut queue, receiver) = JobQueue::new("V8");
         let workers = workers.max(1);
         // Only address space is reserved: pages are used as the stack grows.
         let stack = MAX_STACK_BYTES + STACK_MARGIN_BYTES;
-        for i in 0..workers {
+        let (shared_limits, shared_metrics) = (limits.clone(), metrics.clone());
+        let spawn = move |name: String| {
             let receiver = receiver.clone();
-            let limits = limits.clone();
-            let metrics = metrics.clone();
+            let limits = shared_limits.clone();
+            let metrics = shared_metrics.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("js-worker-{i}"))
+                .name(name.clone())
                 .stack_size(stack)
                 .spawn(move || worker_loop(receiver, limits, metrics));
             if let Err(e) = spawned {
-                tracing::error!("cannot start JS worker thread {i}: {e}");
+                tracing::error!("cannot start JS worker thread {name}: {e}");
             }
+        };
+        for i in 0..workers {
+            spawn(format!("js-worker-{i}"));
         }
-        V8Engine { jobs: queue }
+        // The watchdog's TerminateExecution takes effect at V8's next
+        // interrupt check, and some builtins make none for a long time
+        // (`new Array(2 ** 32 - 1).map(f)` runs for most of a minute): the
+        // front gives up on such a request on time and starts another
+        // worker (`jobs.rs`); the stuck one ends when the builtin does.
+        let respawn_metrics = metrics.clone();
+        queue.set_respawn(
+            Box::new(move || {
+                let n = respawn_metrics
+                    .v8_workers_replaced
+                    .fetch_add(1, Ordering::Relaxed);
+                spawn(format!("js-worker-r{n}"));
+            }),
+            workers,
+        );
+        V8Engine {
+            jobs: queue,
+            limits,
+        }
+    }
+
+    /// Workers stuck now in requests the front gave up on.
+    pub(crate) fn stuck_workers(&self) -> usize {
+        self.jobs.stuck_workers()
     }
 
     /// Runs `endpoint`'s function for `request` inside `tx`. On success the
@@ -122,9 +150,20 @@ impl V8Engine {
         tx: Tx,
         consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
+        let limit_ms = self
+            .limits
+            .read()
+            .map(|l| l.max_execution_time_ms)
+            .unwrap_or(0);
         self.jobs
-            // V8's watchdog stops anything (TerminateExecution): no give-up.
-            .run(bundle, endpoint, request, tx, consensus, None)
+            .run(
+                bundle,
+                endpoint,
+                request,
+                tx,
+                consensus,
+                Some(GiveUp::after_limit(limit_ms)),
+            )
             .await
     }
 }
@@ -357,9 +396,10 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
     let watchdog = Watchdog::start();
     let mut worker: Option<Worker> = None;
     loop {
-        let Some(job) = jobs.next() else {
+        let Some(mut job) = jobs.next() else {
             break;
         };
+        job.ticket.start();
         let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
         // A new heap limit needs a new isolate.
         if worker
@@ -386,8 +426,17 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
             // Past its heap limit the isolate's state is not to be trusted.
             worker = None;
         }
-        // The caller may have given up (client gone): nothing to do then.
+        let go_on = job.ticket.finish();
+        // The caller may have given up (client gone, or the front gave up
+        // on a stuck worker): nothing to do then.
         let _ = job.reply.send(result);
+        if !go_on {
+            tracing::warn!(
+                "a V8 worker finished a request the front had given up on; \
+                 another worker took its place, so this one ends"
+            );
+            break;
+        }
     }
     watchdog.stop();
 }

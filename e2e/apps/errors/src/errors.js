@@ -11,6 +11,12 @@ export function throw_string(request) {
 }
 
 // A 4xx answer: the handler's writes must be discarded.
+// 65 MiB in one transaction: more than a ledger entry may hold.
+export function write_too_much(request) {
+  ccf.kv[MAP].set(ccf.strToBuf("k"), new ArrayBuffer(65 << 20));
+  return { body: "written" };
+}
+
 export function write_then_fail(request) {
   ccf.kv[MAP].set(ccf.strToBuf("k"), ccf.strToBuf("written before a 400"));
   return { statusCode: 400, body: { error: { code: "Nope", message: "refused" } } };
