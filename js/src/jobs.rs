@@ -12,12 +12,12 @@
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use charter_ledger::Tx;
 
-use crate::api::{ConsensusView, JsError, JsRequest, JsResponse};
+use crate::api::{ConsensusView, JsError, JsRequest, JsResponse, Limits};
 use crate::bundle::{AppBundle, EndpointDef};
 
 pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<(JsResponse, Tx), JsError>>;
@@ -100,6 +100,12 @@ impl GiveUp {
             after: Duration::from_millis(limit_ms.saturating_add((limit_ms / 2).max(1000))),
             limit_ms,
         }
+    }
+
+    /// [`GiveUp::after_limit`] for the time limit now in force.
+    pub(crate) fn under(limits: &RwLock<Limits>) -> GiveUp {
+        let limit_ms = limits.read().map(|l| l.max_execution_time_ms).unwrap_or(0);
+        GiveUp::after_limit(limit_ms)
     }
 }
 

@@ -762,15 +762,7 @@ fn prepare_factories(
     }
     for p in &pending {
         let module = compile_module(tc, &p.name).ok_or("a module does not compile")?;
-        let requests = module.get_module_requests();
-        let mut requested = Vec::with_capacity(requests.length());
-        for i in 0..requests.length() {
-            let request = requests
-                .get(tc, i)
-                .and_then(|d| v8::Local::<v8::ModuleRequest>::try_from(d).ok())
-                .ok_or("unreadable module request")?;
-            requested.push(request.get_specifier().to_rust_string_lossy(tc));
-        }
+        let mut requested = requested_specifiers(tc, module)?;
         let mut rewritten = p.factory.dependencies.clone();
         requested.sort();
         rewritten.sort();
@@ -783,15 +775,7 @@ fn prepare_factories(
         // Every edit is where V8 sees the start of a top-level statement.
         let probe = compile_probe(tc, &p.name, &p.factory.probe)
             .ok_or_else(|| format!("{}: the probe does not compile", p.name))?;
-        let requests = probe.get_module_requests();
-        let mut probed = Vec::with_capacity(requests.length());
-        for i in 0..requests.length() {
-            let request = requests
-                .get(tc, i)
-                .and_then(|d| v8::Local::<v8::ModuleRequest>::try_from(d).ok())
-                .ok_or("unreadable module request")?;
-            probed.push(request.get_specifier().to_rust_string_lossy(tc));
-        }
+        let mut probed = requested_specifiers(tc, probe)?;
         let mut expected = rewritten;
         expected.extend((0..p.factory.probes).map(|n| format!("{}{n}", factory::PROBE)));
         probed.sort();
@@ -937,16 +921,27 @@ fn load_handler<'s>(
 
 /// Compiles the bundle's module `name` once per execution (once per realm
 /// when it is reused), from the code cache when there is one.
-/// Compiles `source` as a module named `name`, to read it (never run):
-/// the probe of a module factory.
-fn compile_probe<'s>(
-    scope: &mut v8::HandleScope<'s>,
-    name: &str,
-    source: &str,
-) -> Option<v8::Local<'s, v8::Module>> {
-    let code = v8::String::new(scope, source)?;
+/// The specifiers `module` imports, as V8 reads them.
+fn requested_specifiers(
+    scope: &mut v8::HandleScope,
+    module: v8::Local<v8::Module>,
+) -> Result<Vec<String>, String> {
+    let requests = module.get_module_requests();
+    let mut requested = Vec::with_capacity(requests.length());
+    for i in 0..requests.length() {
+        let request = requests
+            .get(scope, i)
+            .and_then(|d| v8::Local::<v8::ModuleRequest>::try_from(d).ok())
+            .ok_or("unreadable module request")?;
+        requested.push(request.get_specifier().to_rust_string_lossy(scope));
+    }
+    Ok(requested)
+}
+
+/// The origin of the app module `name`.
+fn module_origin<'s>(scope: &mut v8::HandleScope<'s>, name: &str) -> Option<v8::ScriptOrigin<'s>> {
     let resource = v8::String::new(scope, name)?;
-    let origin = v8::ScriptOrigin::new(
+    Some(v8::ScriptOrigin::new(
         scope,
         resource.into(),
         0,
@@ -958,7 +953,18 @@ fn compile_probe<'s>(
         false,
         true,
         None,
-    );
+    ))
+}
+
+/// Compiles `source` as a module named `name`, to read it (never run):
+/// the probe of a module factory.
+fn compile_probe<'s>(
+    scope: &mut v8::HandleScope<'s>,
+    name: &str,
+    source: &str,
+) -> Option<v8::Local<'s, v8::Module>> {
+    let code = v8::String::new(scope, source)?;
+    let origin = module_origin(scope, name)?;
     let mut source = v8::script_compiler::Source::new(code, Some(&origin));
     v8::script_compiler::compile_module(scope, &mut source)
 }
@@ -989,20 +995,7 @@ fn compile_module<'s>(
         return None;
     };
     let code = v8::String::new(scope, &source)?;
-    let resource = v8::String::new(scope, name)?;
-    let origin = v8::ScriptOrigin::new(
-        scope,
-        resource.into(),
-        0,
-        0,
-        false,
-        0,
-        None,
-        false,
-        false,
-        true,
-        None,
-    );
+    let origin = module_origin(scope, name)?;
     let (module, uncached) = match &cached {
         Some(data) => {
             let mut source = v8::script_compiler::Source::new_with_cached_data(

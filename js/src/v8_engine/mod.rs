@@ -150,20 +150,9 @@ impl V8Engine {
         tx: Tx,
         consensus: Option<Arc<dyn ConsensusView>>,
     ) -> Result<(JsResponse, Tx), JsError> {
-        let limit_ms = self
-            .limits
-            .read()
-            .map(|l| l.max_execution_time_ms)
-            .unwrap_or(0);
+        let give_up = GiveUp::under(&self.limits);
         self.jobs
-            .run(
-                bundle,
-                endpoint,
-                request,
-                tx,
-                consensus,
-                Some(GiveUp::after_limit(limit_ms)),
-            )
+            .run(bundle, endpoint, request, tx, consensus, Some(give_up))
             .await
     }
 }
