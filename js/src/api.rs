@@ -131,6 +131,10 @@ pub enum JsError {
     /// The engine itself failed (a bug, or it is shutting down).
     #[error("internal JS engine error: {0}")]
     Internal(String),
+    /// No worker became free in time (they are busy with, or stuck in,
+    /// earlier requests): the request did not run.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl JsError {
@@ -143,6 +147,7 @@ impl JsError {
             JsError::BadResponse(_) => "JSInvalidResponse",
             JsError::Module(_) => "JSModuleError",
             JsError::Internal(_) => "InternalError",
+            JsError::Busy(_) => "JSWorkersBusy",
         }
     }
 

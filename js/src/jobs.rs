@@ -41,6 +41,9 @@ pub(crate) struct Job {
 }
 
 /// The states of a job the front may give up on.
+const QUEUED: u8 = 4;
+/// The front stopped waiting for a worker to take it: no worker may.
+const WITHDRAWN: u8 = 5;
 const RUNNING: u8 = 0;
 const FINISHED: u8 = 1;
 /// Given up on, with no worker started in its place (too many stuck).
@@ -59,10 +62,21 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// The worker calls this when it starts the job: the front's
     /// give-up clock starts then, not while the job waits in the queue.
-    pub(crate) fn start(&mut self) {
+    /// Returns `false` when the front stopped waiting for a worker and
+    /// answered already: the job is then not to be run.
+    #[must_use]
+    pub(crate) fn start(&mut self) -> bool {
+        if self
+            .state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
         if let Some(started) = self.started.take() {
             let _ = started.send(());
         }
+        true
     }
 
     /// The worker calls this when the job is done, before replying.
@@ -179,7 +193,7 @@ impl JobQueue {
     ) -> Result<(JsResponse, Tx), JsError> {
         let (reply, mut answer) = tokio::sync::oneshot::channel();
         let (started, started_rx) = tokio::sync::oneshot::channel();
-        let state = Arc::new(AtomicU8::new(RUNNING));
+        let state = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             bundle,
             endpoint,
@@ -212,9 +226,30 @@ impl JobQueue {
         let (Some(give_up), Some(respawn)) = (give_up, self.respawn.as_ref()) else {
             return answer.await.map_err(|_| stopped())?;
         };
-        // A job dropped unstarted (the engine shutting down) is answered
-        // below as stopped.
-        let _ = started_rx.await;
+        // Every worker busy (or stuck) for as long as a job may run: this
+        // one is answered now, and withdrawn so that no worker runs it
+        // later. A job dropped unstarted (the engine shutting down) is
+        // answered below as stopped.
+        if tokio::time::timeout(give_up.after, started_rx)
+            .await
+            .is_err()
+            && state
+                .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::error!(
+                "no {} worker became free in {:?} (busy with or stuck in earlier requests); \
+                 the request was not run",
+                self.engine,
+                give_up.after
+            );
+            return Err(JsError::Busy(format!(
+                "no {} worker became free within {} ms: the engine is busy with (or stuck in) \
+                 earlier requests; the request was not run, retry later",
+                self.engine,
+                give_up.after.as_millis()
+            )));
+        }
         if let Ok(result) = tokio::time::timeout(give_up.after, &mut answer).await {
             return result.map_err(|_| stopped())?;
         }
@@ -273,13 +308,21 @@ mod tests {
     use crate::api::{JsError, JsRequest};
     use crate::bundle::AppBundle;
 
+    /// Jobs with the body `count` that a fake worker ran.
+    static COUNTED: AtomicUsize = AtomicUsize::new(0);
+
     /// A worker that answers `Internal("done")`, after waiting for the
     /// test's go-ahead when the request body is `block`. Counts the
     /// threads that ended because the front replaced them.
     fn fake_worker(jobs: Jobs, release: Arc<Mutex<mpsc::Receiver<()>>>, ended: Arc<AtomicUsize>) {
         std::thread::spawn(move || {
             while let Some(mut job) = jobs.next() {
-                job.ticket.start();
+                if !job.ticket.start() {
+                    continue;
+                }
+                if job.request.body == b"count" {
+                    COUNTED.fetch_add(1, Ordering::SeqCst);
+                }
                 if job.request.body == b"block" {
                     let _ = release.lock().unwrap().recv();
                 }
@@ -355,6 +398,9 @@ mod tests {
         assert_eq!(run("block", 50).await.unwrap_err(), JsError::Timeout(7));
         assert_eq!(spawned.load(Ordering::SeqCst), 1);
         assert_eq!(queue.stuck_workers(), 2);
+        // Every worker stuck: a new request is answered once it has waited
+        // as long as a job may run, and is never run.
+        assert!(matches!(run("count", 50).await, Err(JsError::Busy(_))));
 
         // Both stuck jobs end: the replaced worker's thread ends, the one
         // that was not replaced goes on serving.
@@ -366,6 +412,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            run("count", 10_000).await.unwrap_err(),
+            JsError::Internal("done".into())
+        );
+        assert_eq!(
+            COUNTED.load(Ordering::SeqCst),
+            1,
+            "the withdrawn job did not run"
+        );
         let served = run("", 10_000).await.unwrap_err();
         assert_eq!(served, JsError::Internal("done".into()));
         // A job that finishes in time is answered by its worker.

@@ -141,7 +141,11 @@ fn js_error_response(node: &Node, path: &str, e: &charter_js::JsError) -> Respon
             }
         )
     };
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, e.code(), message)
+    let status = match e {
+        charter_js::JsError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error_response(status, e.code(), message)
 }
 
 fn js_metrics(node: &Node) -> Response<Body> {

@@ -160,7 +160,10 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>, c
             mut ticket,
         } = job;
         let _in_request = span.enter();
-        ticket.start();
+        if !ticket.start() {
+            // The front answered it already (no worker was free in time).
+            continue;
+        }
         if realm.as_ref().is_some_and(|r| !r.serves(&bundle, &limits)) {
             realm = None;
         }

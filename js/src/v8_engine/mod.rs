@@ -388,7 +388,10 @@ fn worker_loop(jobs: Jobs, limits: Arc<RwLock<Limits>>, metrics: Arc<Metrics>) {
         let Some(mut job) = jobs.next() else {
             break;
         };
-        job.ticket.start();
+        if !job.ticket.start() {
+            // The front answered it already (no worker was free in time).
+            continue;
+        }
         let limits = *limits.read().unwrap_or_else(|e| e.into_inner());
         // A new heap limit needs a new isolate.
         if worker
