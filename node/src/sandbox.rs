@@ -26,7 +26,9 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 8000)]
     base_port: u16,
     /// Run the app on this JS engine, whatever "engine" its app.json says
-    /// (so one app can be benchmarked on both). New sandboxes only.
+    /// (so one app can be benchmarked on both). New sandboxes only, and
+    /// only the app given here: an app installed later by `set_js_app`
+    /// runs on the engine its own app.json names (V8 if none).
     #[arg(long, value_name = "ENGINE", value_parser = ["v8", "quickjs"])]
     js_engine: Option<String>,
 }
