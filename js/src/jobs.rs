@@ -40,10 +40,12 @@ pub(crate) struct Job {
     pub ticket: Ticket,
 }
 
-/// The states of a job the front may give up on.
+// The states of a job the front may give up on.
+/// Waiting in the queue for a worker.
 const QUEUED: u8 = 4;
 /// The front stopped waiting for a worker to take it: no worker may.
 const WITHDRAWN: u8 = 5;
+/// Taken by a worker.
 const RUNNING: u8 = 0;
 const FINISHED: u8 = 1;
 /// Given up on, with no worker started in its place (too many stuck).
